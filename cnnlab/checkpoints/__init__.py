@@ -1,0 +1,1 @@
+"""Checkpoints: crash-safe writes and the state a run needs to continue."""

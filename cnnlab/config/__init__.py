@@ -1,0 +1,1 @@
+"""Config helpers: OmegaConf resolvers and up-front validation."""

@@ -1,0 +1,65 @@
+"""Checks of the composed config that run before any data is loaded, so a typo fails in a second."""
+
+import re
+from numbers import Integral, Real
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from cnnlab.errors import UserError
+
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def _require(ok: bool, key: str, value: Any, rule: str, example: str) -> None:
+    if not ok:
+        raise UserError(f"{key}={value!r} is invalid: {rule} (for example {example})")
+
+
+def validate_train_config(cfg: DictConfig) -> None:
+    """Raise UserError naming the first bad value and how to fix it."""
+    if OmegaConf.is_missing(cfg.dataset, "root"):
+        raise UserError(
+            f"dataset.root is not set for dataset={cfg.dataset.name}: "
+            "pass dataset.root=/path/to/images (a folder with one subfolder per class)"
+        )
+    lr, bs, epochs, wd = cfg.lr, cfg.batch_size, cfg.epochs, cfg.weight_decay
+    _require(_is_number(lr) and lr > 0, "lr", lr, "must be a number > 0", "lr=0.05")
+    _require(_is_int(bs) and bs > 0, "batch_size", bs, "must be a whole number > 0", "batch_size=256")
+    _require(_is_int(epochs) and epochs > 0, "epochs", epochs, "must be a whole number > 0", "epochs=10")
+    _require(_is_number(wd) and wd >= 0, "weight_decay", wd, "must be a number >= 0", "weight_decay=5e-4")
+    _require(_is_int(cfg.seed), "seed", cfg.seed, "must be a whole number", "seed=0")
+    _require(isinstance(cfg.compile, bool), "compile", cfg.compile, "must be true or false", "compile=true")
+    device = str(cfg.device)
+    _require(bool(_DEVICE.match(device)), "device", device, "must be auto, cpu, cuda or cuda:N", "device=cpu")
+
+    val = cfg.dataset.val_size
+    _require(
+        (_is_int(val) and val >= 0) or (_is_number(val) and 0 <= val < 1),
+        "dataset.val_size", val, "must be a count >= 0 or a fraction in [0, 1)", "dataset.val_size=5000",
+    )
+    dropout = cfg.model.get("dropout", 0.0)
+    _require(
+        _is_number(dropout) and 0 <= dropout < 1,
+        "model.dropout", dropout, "must be a number in [0, 1)", "model.dropout=0.1",
+    )
+    smoothing = cfg.trainer.label_smoothing
+    _require(
+        _is_number(smoothing) and 0 <= smoothing < 1,
+        "trainer.label_smoothing", smoothing, "must be a number in [0, 1)", "trainer.label_smoothing=0.1",
+    )
+    _require(
+        str(cfg.trainer.amp) in {"auto", "True", "False"},
+        "trainer.amp", cfg.trainer.amp, "must be auto, true or false", "trainer.amp=auto",
+    )
+    for key in ("eval_batch_size", "log_every"):
+        value = cfg.trainer[key]
+        _require(_is_int(value) and value > 0, f"trainer.{key}", value, "must be a whole number > 0", f"trainer.{key}=10")

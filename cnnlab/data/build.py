@@ -1,0 +1,68 @@
+"""From the dataset config to ready loaders: load the source, hold out validation, compute statistics."""
+
+from dataclasses import dataclass
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from cnnlab.data.augment import BatchAugment
+from cnnlab.data.loader import BatchLoader
+from cnnlab.data.types import ImageSet, SourceData
+from cnnlab.errors import UserError
+
+
+@dataclass
+class DataBundle:
+    train: BatchLoader
+    val: BatchLoader
+    test: BatchLoader | None
+    classes: list[str]
+    input_shape: tuple[int, int, int]  # channels, height, width
+
+
+def holdout_count(total: int, val_size: int | float) -> int:
+    count = int(round(total * val_size)) if isinstance(val_size, float) else int(val_size)
+    if not 0 < count < total:
+        raise UserError(
+            f"dataset.val_size={val_size} leaves no {'validation' if count <= 0 else 'training'} images "
+            f"out of {total}; use a count between 1 and {total - 1} or a fraction such as 0.1"
+        )
+    return count
+
+
+def split_holdout(data: ImageSet, val_size: int | float, split_seed: int) -> tuple[ImageSet, ImageSet]:
+    """Split off a seeded validation set; it depends only on split_seed, never on the run's seed."""
+    count = holdout_count(len(data), val_size)
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(split_seed))
+    return data.subset(order[:-count]), data.subset(order[-count:])
+
+
+def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std in [0, 1] units, accumulated in float64 chunks to bound memory."""
+    total = torch.zeros(images.shape[1], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for part in images.split(chunk):
+        x = part.to(torch.float64).cpu() / 255
+        total += x.sum(dim=(0, 2, 3))
+        squares += (x * x).sum(dim=(0, 2, 3))
+    count = images.shape[0] * images.shape[2] * images.shape[3]
+    mean = total / count
+    std = (squares / count - mean**2).clamp_min(1e-12).sqrt()
+    return mean.float(), std.float()
+
+
+def build_data(cfg: DictConfig, batch_size: int, eval_batch_size: int, device: torch.device, seed: int, channels_last: bool) -> DataBundle:
+    source: SourceData = instantiate(cfg.source)
+    train, val = split_holdout(source.train, cfg.val_size, cfg.split_seed)
+    mean, std = channel_stats(train.images)
+    common = {"mean": mean, "std": std, "channels_last": channels_last}
+    augment = BatchAugment(**cfg.augment)
+    test = source.test.to(device) if source.test is not None else None
+    return DataBundle(
+        train=BatchLoader(train.to(device), batch_size, shuffle=True, drop_last=True, augment=augment, seed=seed, **common),
+        val=BatchLoader(val.to(device), eval_batch_size, shuffle=False, drop_last=False, **common),
+        test=BatchLoader(test, eval_batch_size, shuffle=False, drop_last=False, **common) if test is not None else None,
+        classes=source.classes,
+        input_shape=tuple(train.images.shape[1:]),
+    )

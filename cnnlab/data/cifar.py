@@ -1,0 +1,87 @@
+"""CIFAR-10 from the official python batches (cifar-10-batches-py/), downloaded when missing.
+
+The batches are pickles; they are read with an unpickler that only admits the few numpy
+constructors the format needs, so a tampered data folder cannot run code.
+"""
+
+import pickle
+from pathlib import Path
+from typing import Any
+from urllib.error import URLError
+
+import numpy as np
+import torch
+from torchvision.datasets import CIFAR10
+from torchvision.datasets.utils import download_and_extract_archive
+
+from cnnlab.data.types import ImageSet, SourceData
+from cnnlab.errors import UserError
+
+BATCH_DIR = "cifar-10-batches-py"
+TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
+TEST_BATCH = "test_batch"
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+_ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("_codecs", "encode"),
+}
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _ALLOWED_GLOBALS:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR batch")
+        return super().find_class(module, name)
+
+
+def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with open(path, "rb") as f:
+            entry = _BatchUnpickler(f, encoding="latin1").load()
+        data = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        labels = np.asarray(entry.get("labels", entry.get("fine_labels")), dtype=np.int64)
+    except (OSError, pickle.UnpicklingError, KeyError, ValueError, TypeError, EOFError) as e:
+        raise UserError(f"cifar10: {path} is not a readable CIFAR-10 batch ({e}); delete it to download again") from e
+    return data, labels
+
+
+def _read_split(folder: Path, names: list[str]) -> ImageSet:
+    parts = [_read_batch(folder / name) for name in names]
+    images = torch.from_numpy(np.concatenate([p[0] for p in parts]))
+    labels = torch.from_numpy(np.concatenate([p[1] for p in parts]))
+    return ImageSet(images, labels)
+
+
+def _read_classes(folder: Path) -> list[str]:
+    meta = folder / "batches.meta"
+    if not meta.exists():
+        return list(CLASSES)
+    with open(meta, "rb") as f:
+        return [str(name) for name in _BatchUnpickler(f, encoding="latin1").load()["label_names"]]
+
+
+def load_cifar10(root: str, download: bool = True, url: str | None = None, md5: str | None = None) -> SourceData:
+    """Read CIFAR-10 under `root`, downloading and checking the official archive first if needed."""
+    folder = Path(root).expanduser() / BATCH_DIR
+    if not folder.is_dir() and download:
+        try:
+            download_and_extract_archive(
+                url or CIFAR10.url, str(Path(root).expanduser()), filename=CIFAR10.filename,
+                md5=md5 or CIFAR10.tgz_md5,
+            )
+        except (URLError, OSError, RuntimeError) as e:
+            raise UserError(
+                f"cifar10: no data in {folder} and the download failed ({e}); put {CIFAR10.filename} in "
+                f"{Path(root).expanduser()}, set dataset.root=<folder with it>, or use dataset=synthetic"
+            ) from e
+    if not folder.is_dir():
+        raise UserError(
+            f"cifar10: no data in {folder} (download is off); put {CIFAR10.filename} there unpacked, "
+            "set dataset.root=<folder with it>, or use dataset=synthetic"
+        )
+    return SourceData(_read_split(folder, TRAIN_BATCHES), _read_split(folder, [TEST_BATCH]), _read_classes(folder))

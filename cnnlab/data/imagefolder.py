@@ -1,0 +1,117 @@
+"""Image folders with one subfolder per class, decoded once and cached on disk as a uint8 tensor.
+
+Layouts: root/train/<class>/* with an optional root/test/<class>/*, or root/<class>/*.
+The cache key covers every file's path, size and modification time plus the decode settings,
+so adding, removing or editing an image makes the next run decode the folder again.
+"""
+
+import hashlib
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torchvision.io import ImageReadMode, decode_image, read_file
+
+from cnnlab.checkpoints.atomic import atomic_torch_save
+from cnnlab.data.types import ImageSet, SourceData
+from cnnlab.errors import UserError
+
+log = logging.getLogger(__name__)
+CACHE_FORMAT = 1
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+def _class_folders(split_dir: Path) -> list[Path]:
+    return sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _list_files(split_dir: Path, classes: list[str]) -> list[tuple[Path, int]]:
+    files = []
+    for label, name in enumerate(classes):
+        folder = split_dir / name
+        if not folder.is_dir():
+            raise UserError(f"imagefolder: {folder} is missing; every split needs the same class folders")
+        entries = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+        images = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
+        if not images:
+            raise UserError(f"imagefolder: class folder {folder} has no images; add some or remove the folder")
+        files.extend((p, label) for p in images)
+    return files
+
+
+def _fingerprint(files: list[tuple[Path, int]], root: Path, image_size: int | None, channels: int) -> str:
+    digest = hashlib.sha256(f"{CACHE_FORMAT}|{image_size}|{channels}".encode())
+    for path, label in files:
+        stat = path.stat()
+        digest.update(f"{path.relative_to(root)}|{label}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:24]
+
+
+def _decode(path: Path, mode: ImageReadMode) -> torch.Tensor | None:
+    try:
+        return decode_image(read_file(str(path)), mode=mode)
+    except (RuntimeError, ValueError) as e:
+        log.warning("imagefolder: skipping %s (not a readable image: %s)", path, str(e).splitlines()[0])
+        return None
+
+
+def _resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(image.shape[-2:]) == size:
+        return image
+    resized = F.interpolate(image[None].float(), size=size, mode="bilinear", antialias=True, align_corners=False)
+    return resized[0].round().clamp(0, 255).to(torch.uint8)
+
+
+def _decode_all(files: list[tuple[Path, int]], image_size: int | None, channels: int) -> ImageSet:
+    mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
+        decoded = list(pool.map(lambda item: _decode(item[0], mode), files))
+    kept = [(img, label) for img, (_, label) in zip(decoded, files) if img is not None]
+    if not kept:
+        raise UserError("imagefolder: none of the files could be decoded as images")
+    size = (image_size, image_size) if image_size else tuple(kept[0][0].shape[-2:])
+    images = torch.stack([_resize(img, size) for img, _ in kept])
+    labels = torch.tensor([label for _, label in kept], dtype=torch.int64)
+    return ImageSet(images, labels)
+
+
+def load_image_folder(root: str, image_size: int | None = None, channels: int = 3, cache_dir: str | None = None) -> SourceData:
+    """Decode (or load from cache) the train and optional test split of an image folder."""
+    base = Path(root).expanduser()
+    if not base.is_dir():
+        raise UserError(f"imagefolder: dataset.root={root} is not a folder; point it at your images")
+    if channels not in (1, 3):
+        raise UserError(f"dataset.source.channels={channels} is invalid: use 1 (grayscale) or 3 (RGB)")
+    train_dir = base / "train" if (base / "train").is_dir() else base
+    classes = [p.name for p in _class_folders(train_dir)]
+    if not classes:
+        raise UserError(f"imagefolder: {train_dir} has no class subfolders; expected {train_dir}/<class>/<image>")
+    split_dirs = {"train": train_dir}
+    if train_dir != base and (base / "test").is_dir():
+        split_dirs["test"] = base / "test"
+    files = {split: _list_files(folder, classes) for split, folder in split_dirs.items()}
+    key = _fingerprint([f for split in files.values() for f in split], base, image_size, channels)
+    cache = Path(cache_dir).expanduser() / f"imagefolder-{key}.pt" if cache_dir else None
+    if cache is not None and cache.exists():
+        try:
+            blob = torch.load(cache, weights_only=True)
+            log.info("imagefolder: loaded decoded images from cache %s", cache)
+            return SourceData(ImageSet(*blob["train"]), ImageSet(*blob["test"]) if "test" in blob else None, classes)
+        except (RuntimeError, OSError, KeyError, EOFError) as e:
+            log.warning("imagefolder: ignoring unreadable cache %s (%s)", cache, e)
+    log.info("imagefolder: decoding %d images under %s", sum(len(f) for f in files.values()), base)
+    splits = {split: _decode_all(f, image_size, channels) for split, f in files.items()}
+    if "test" in splits and splits["test"].images.shape[1:] != splits["train"].images.shape[1:]:
+        splits["test"] = ImageSet(
+            torch.stack([_resize(img, tuple(splits["train"].images.shape[-2:])) for img in splits["test"].images]),
+            splits["test"].labels,
+        )
+    if cache is not None:
+        try:
+            atomic_torch_save({name: (s.images, s.labels) for name, s in splits.items()}, cache)
+        except OSError as e:
+            log.warning("imagefolder: could not write cache %s (%s); the folder is decoded again next run", cache, e)
+    return SourceData(splits["train"], splits.get("test"), classes)

@@ -1,0 +1,1 @@
+"""Models: reusable blocks, the efficient CNN and the course baselines, all built from config."""

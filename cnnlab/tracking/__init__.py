@@ -1,0 +1,1 @@
+"""Tracking: one Tracker fans training events out to sinks (terminal, TensorBoard, metrics.json)."""

@@ -1,0 +1,96 @@
+"""The terminal: a Rich progress bar per epoch, one summary line per epoch, a final table.
+
+Everything goes through Rich's console, so log lines never tear the live bar; when stdout is not a
+terminal (CI logs, files) the bar is off and the output is plain lines without control codes.
+"""
+
+import logging
+from typing import Any
+
+from rich import get_console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from cnnlab.tracking.tracker import Sink
+
+log = logging.getLogger("cnnlab")
+
+
+class ConsoleLogHandler(logging.Handler):
+    """Logging handler printing plain messages through Rich's console, one line each (no wrapping)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "file_only", False):
+            return
+        try:
+            message = self.format(record)
+            if record.levelno >= logging.WARNING:
+                message = f"{record.levelname.lower()}: {message}"
+            get_console().print(message, markup=False, highlight=False, soft_wrap=True)
+        except Exception:  # noqa: BLE001 - logging must never raise into the caller
+            self.handleError(record)
+
+
+def _format_macs(macs: int) -> str:
+    return f"{macs / 1e6:.2f} M" if macs < 1e9 else f"{macs / 1e9:.2f} G"
+
+
+class TerminalSink(Sink):
+    def __init__(self) -> None:
+        self.progress: Progress | None = None
+        self.task: TaskID | None = None
+
+    def run_started(self, info: dict[str, Any]) -> None:
+        log.info(
+            "model %s: %s parameters, %s MACs per image | data %s: %d train, %d val, %s test | device %s",
+            info["model"], f"{info['params']:,}", _format_macs(info["macs"]), info["dataset"], info["train_size"],
+            info["val_size"], info["test_size"] if info["test_size"] is not None else "no", info["device"],
+        )
+
+    def epoch_started(self, epoch: int, epochs: int, steps: int) -> None:
+        if not get_console().is_terminal:
+            return
+        self.progress = Progress(
+            TextColumn(f"epoch {epoch}/{epochs}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"), TimeRemainingColumn(), console=get_console(), transient=True,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task("train", total=steps, stats="")
+
+    def step(self, step: int, stats: dict[str, float]) -> None:
+        if self.progress is not None and self.task is not None:
+            text = f"loss {stats['loss']:.3f} acc {stats['acc']:.3f} lr {stats['lr']:.2e} {stats['images_per_s']:,.0f} img/s"
+            self.progress.update(self.task, completed=step, stats=text)
+
+    def _stop_progress(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+    def epoch_ended(self, epoch: int, metrics: dict[str, float]) -> None:
+        self._stop_progress()
+        log.info(
+            "epoch %d | train loss %.4f acc %.4f | val loss %.4f acc %.4f | lr %.2e | %.0f img/s | %.1f s",
+            epoch, metrics["train/loss"], metrics["train/acc"], metrics["val/loss"], metrics["val/acc"],
+            metrics["lr"], metrics["throughput/images_per_s"], metrics["time/epoch_s"],
+        )
+
+    def run_ended(self, summary: dict[str, Any]) -> None:
+        self._stop_progress()
+        table = Table(title=f"cnnlab run: {summary['status']}", show_header=False)
+        test_acc = summary.get("test_acc")
+        rows = [
+            ("best val acc", f"{summary['best_val_acc']:.4f}" if summary.get("best_val_acc") is not None else "-"),
+            ("test acc", f"{test_acc:.4f}" if test_acc is not None else "- (no test split)"),
+            ("epochs", str(summary["epochs_completed"])),
+            ("train time", f"{summary['train_time_s']:.1f} s"),
+            ("params", f"{summary['params']:,}"),
+            ("MACs / image", _format_macs(summary["macs"])),
+            ("run dir", summary["run_dir"]),
+        ]
+        for name, value in rows:
+            table.add_row(name, value)
+        get_console().print(table)
+
+    def close(self) -> None:
+        self._stop_progress()

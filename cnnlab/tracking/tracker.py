@@ -1,0 +1,57 @@
+"""The metrics sink interface the Trainer talks to, and the Tracker that fans events out to sinks."""
+
+from collections.abc import Sequence
+from typing import Any
+
+
+class Sink:
+    """Receives training events; every hook is optional (the defaults do nothing)."""
+
+    def run_started(self, info: dict[str, Any]) -> None: ...
+
+    def epoch_started(self, epoch: int, epochs: int, steps: int) -> None: ...
+
+    def step(self, step: int, stats: dict[str, float]) -> None: ...
+
+    def epoch_ended(self, epoch: int, metrics: dict[str, float]) -> None: ...
+
+    def run_ended(self, summary: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Tracker(Sink):
+    """Forwards each event to every sink, in order."""
+
+    def __init__(self, sinks: Sequence[Sink]) -> None:
+        self.sinks = list(sinks)
+
+    def run_started(self, info: dict[str, Any]) -> None:
+        for sink in self.sinks:
+            sink.run_started(info)
+
+    def epoch_started(self, epoch: int, epochs: int, steps: int) -> None:
+        for sink in self.sinks:
+            sink.epoch_started(epoch, epochs, steps)
+
+    def step(self, step: int, stats: dict[str, float]) -> None:
+        for sink in self.sinks:
+            sink.step(step, stats)
+
+    def epoch_ended(self, epoch: int, metrics: dict[str, float]) -> None:
+        for sink in self.sinks:
+            sink.epoch_ended(epoch, metrics)
+
+    def run_ended(self, summary: dict[str, Any]) -> None:
+        for sink in self.sinks:
+            sink.run_ended(summary)
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()
+
+    def __enter__(self) -> "Tracker":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,28 @@
+"""Device and precision choice from the `device` and `trainer.amp` settings."""
+
+import torch
+
+from cnnlab.errors import UserError
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"device={name} but CUDA is not available here; use device=cpu or device=auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"device={name} but only {torch.cuda.device_count()} CUDA device(s) exist; use device=cuda:0")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError("device=mps but MPS is not available here; use device=cpu or device=auto")
+    return device
+
+
+def autocast_dtype(device: torch.device, amp: bool | str) -> torch.dtype | None:
+    """The mixed-precision dtype, or None for full fp32. auto: bf16 (or fp16) on CUDA, off elsewhere."""
+    if amp is False or (amp == "auto" and device.type != "cuda"):
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16

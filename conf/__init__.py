@@ -1,0 +1,1 @@
+"""cnnlab's Hydra configs, shipped inside the package as cnnlab.conf (one folder per config group)."""
