@@ -5,8 +5,12 @@
 """
 
 import importlib
+import os
 import sys
 from importlib.resources import files
+
+from cnnlab.cli_errors import describe
+from cnnlab.errors import UserErrorExit
 
 TASKS = {
     "train": ("cnnlab.tasks.train", "train a model (default task); add -m to sweep"),
@@ -32,6 +36,8 @@ def usage() -> str:
         "",
         "top-level keys: lr, batch_size, epochs, weight_decay, seed, device (auto|cpu|cuda|cuda:N), compile",
         "",
+        "errors are reported in one line; add --debug (or set HYDRA_FULL_ERROR=1) for the full traceback",
+        "",
         "examples:",
         "  cnnlab train model=efficient",
         "  cnnlab train dataset=imagefolder dataset.root=/data/my-images",
@@ -45,6 +51,8 @@ def usage() -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("HYDRA_FULL_ERROR") == "1"
+    args = [a for a in args if a != "--debug"]
     if not args or args[0] in ("-h", "--help", "help"):
         if not args:
             args = ["train"]
@@ -54,7 +62,16 @@ def main(argv: list[str] | None = None) -> None:
     task = args.pop(0) if args[0] in TASKS else "train"
     module = importlib.import_module(TASKS[task][0])
     sys.argv = [f"cnnlab-{task}", *args]
-    module.main()
+    # Hydra then re-raises instead of printing its own multi-line report; we print one line below.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        module.main()
+    except (Exception, UserErrorExit) as exc:
+        message = None if debug else describe(exc)
+        if message is None:
+            raise
+        print(f"cnnlab: error: {message}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -8,20 +8,21 @@ from typing import TypeVar
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from cnnlab.errors import UserError
+from cnnlab.errors import UserErrorExit, find_user_error
 
 log = logging.getLogger("cnnlab")
 T = TypeVar("T")
 
 
 def run_task(work: Callable[[DictConfig, Path], T], cfg: DictConfig) -> T:
-    """Run `work(cfg, run_dir)`; a user error goes to the log file (Hydra prints it once on the terminal)."""
+    """Run `work(cfg, run_dir)`; a user error goes to the log file and leaves as UserErrorExit for the CLI."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         return work(cfg, run_dir)
-    except UserError as e:
-        log.error("%s", e, extra={"file_only": True})
-        raise
-    except Exception:
-        log.exception("run failed; its folder is %s", run_dir)
-        raise
+    except Exception as e:
+        user_error = find_user_error(e)
+        if user_error is None:
+            log.exception("run failed; its folder is %s", run_dir)
+            raise
+        log.error("%s", user_error, extra={"file_only": True})
+        raise UserErrorExit(user_error) from e

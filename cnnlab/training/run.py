@@ -11,7 +11,6 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from cnnlab.checkpoints.store import CheckpointStore
-from cnnlab.config.validate import validate_train_config
 from cnnlab.data.build import build_data
 from cnnlab.models.stats import count_macs, count_parameters
 from cnnlab.tracking.metrics_file import MetricsFileSink
@@ -32,8 +31,10 @@ def seed_everything(seed: int) -> None:
 
 
 def train(cfg: DictConfig, run_dir: Path) -> float:
-    """Train, validate every epoch, test once at the end; return the best validation accuracy."""
-    validate_train_config(cfg)
+    """Train, validate every epoch, test once at the end; return the best validation accuracy.
+
+    Expects a config that passed validate_train_config (the train task checks it first).
+    """
     device = resolve_device(str(cfg.device))
     seed_everything(cfg.seed)
     channels_last = bool(cfg.trainer.channels_last)

@@ -1,0 +1,38 @@
+"""Turn the exceptions a user's mistake can raise into one line that says what is wrong and how to fix it."""
+
+from hydra.errors import (
+    CompactHydraException,
+    InstantiationException,
+    MissingConfigException,
+    OverrideParseException,
+)
+from omegaconf.errors import OmegaConfBaseException
+
+from cnnlab.errors import UserErrorExit, find_user_error
+
+
+def _first_lines(text: str, count: int = 2) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return "; ".join(lines[:count])
+
+
+def describe(exc: BaseException) -> str | None:
+    """One line for a user mistake, or None when the exception is a bug that deserves its traceback."""
+    if isinstance(exc, UserErrorExit):
+        return str(exc.error)
+    user_error = find_user_error(exc)
+    if user_error is not None:
+        return str(user_error)
+    if isinstance(exc, MissingConfigException) and exc.missing_cfg_file and "/" in exc.missing_cfg_file:
+        group, option = exc.missing_cfg_file.rsplit("/", 1)
+        options = ", ".join(exc.options or [])
+        return f"unknown {group} '{option}'; choose one of: {options} (see cnnlab --help)"
+    if isinstance(exc, OverrideParseException):
+        return f"cannot parse override '{exc.override}': {_first_lines(exc.message, 1)}"
+    if isinstance(exc, InstantiationException):
+        cause = exc.__cause__
+        key = next((line.split(":", 1)[1].strip() for line in str(exc).splitlines() if line.startswith("full_key:")), "config")
+        return f"cannot build {key}: {cause if cause is not None else _first_lines(str(exc))}"
+    if isinstance(exc, CompactHydraException | OmegaConfBaseException):
+        return _first_lines(str(exc))
+    return None
