@@ -1,0 +1,54 @@
+"""Shared helpers: compose cnnlab's configs with Hydra's compose API and run the installed `cnnlab` command."""
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from omegaconf import DictConfig
+
+import cnnlab.config.resolvers  # noqa: F401 - the configs use cnnlab's resolvers
+
+
+@pytest.fixture
+def compose_train() -> Iterator[Callable[..., DictConfig]]:
+    """compose_train(overrides, hydra=False) -> the train config as `cnnlab train` composes it.
+
+    hydra=True keeps the `hydra` node (launcher, sweeper, folders) in the result.
+    """
+    with initialize_config_module(config_module="cnnlab.conf", version_base="1.3"):
+        yield lambda overrides=(), hydra=False: compose(
+            config_name="train", overrides=list(overrides), return_hydra_config=hydra,
+        )
+
+
+def cnnlab_executable() -> str:
+    """The installed console script next to this interpreter (the venv's), else the one on PATH."""
+    candidate = Path(sys.executable).with_name("cnnlab")
+    found = str(candidate) if candidate.exists() else shutil.which("cnnlab")
+    if found is None:
+        pytest.fail("the cnnlab command is not installed; run pip install -e \".[dev]\"")
+    return found
+
+
+@pytest.fixture
+def run_cnnlab(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
+    """run_cnnlab(*args, cwd=tmp_path, timeout=...) runs the real CLI with output captured and no terminal."""
+
+    def run(*args: str, cwd: Path = tmp_path, timeout: float = 240, env: dict | None = None) -> subprocess.CompletedProcess:
+        full_env = {**os.environ, "CNNLAB_DATA": str(tmp_path / "data"), **(env or {})}
+        full_env.pop("HYDRA_FULL_ERROR", None)
+        return subprocess.run(
+            [cnnlab_executable(), *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
+        )
+
+    return run
+
+
+def run_dirs(root: Path) -> list[Path]:
+    """Every run folder (the ones holding a .hydra snapshot) under `root`, sorted."""
+    return sorted(p.parent for p in root.rglob(".hydra"))
