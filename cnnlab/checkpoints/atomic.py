@@ -34,5 +34,9 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     _atomic_write(path, lambda f: torch.save(obj, f))
 
 
+def atomic_bytes_write(data: bytes, path: Path) -> None:
+    _atomic_write(path, lambda f: f.write(data))
+
+
 def atomic_json_dump(obj: Any, path: Path) -> None:
     _atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))

@@ -6,6 +6,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from cnnlab.config.duration import parse_duration
 from cnnlab.errors import UserError
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
@@ -63,3 +64,14 @@ def validate_train_config(cfg: DictConfig) -> None:
     for key in ("eval_batch_size", "log_every"):
         value = cfg.trainer[key]
         _require(_is_int(value) and value > 0, f"trainer.{key}", value, "must be a whole number > 0", f"trainer.{key}=10")
+    patience = cfg.trainer.patience
+    _require(patience is None or (_is_int(patience) and patience > 0), "trainer.patience", patience,
+             "must be null (off) or a whole number of epochs > 0", "trainer.patience=3")
+    factor = cfg.trainer.divergence_factor
+    _require(factor is None or (_is_number(factor) and factor > 1), "trainer.divergence_factor", factor,
+             "must be null (off) or a number > 1", "trainer.divergence_factor=10")
+    if cfg.trainer.time_budget is not None:
+        parse_duration(cfg.trainer.time_budget)
+    for key in ("histograms", "log_graph"):
+        value = cfg.trainer[key]
+        _require(isinstance(value, bool), f"trainer.{key}", value, "must be true or false", f"trainer.{key}=true")

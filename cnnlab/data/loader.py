@@ -45,13 +45,35 @@ class BatchLoader:
         x = (images.float() / 255 - self.mean) / self.std
         return x.contiguous(memory_format=self.memory_format)
 
+    def iterate(self, start_step: int = 0, generator_state: torch.Tensor | None = None) -> "Batches":
+        """The epoch's batches from `start_step` on; with the generator state saved there, exactly as before."""
+        return Batches(self, start_step, generator_state)
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        gen = self._generator()
-        n = len(self.data)
-        order = torch.randperm(n, generator=gen, device=self.device) if self.shuffle else torch.arange(n, device=self.device)
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
-            index = order[start : start + self.batch_size]
-            images = self.data.images[index]
-            if self.augment is not None:
-                images = self.augment(images, gen)
-            yield self.normalize(images), self.data.labels[index]
+        return iter(self.iterate())
+
+
+class Batches:
+    """One pass over a BatchLoader: shuffled order from (seed, epoch), then augmentation draws from the same generator."""
+
+    def __init__(self, loader: BatchLoader, start_step: int, generator_state: torch.Tensor | None) -> None:
+        self.loader = loader
+        self.generator = loader._generator()
+        n = len(loader.data)
+        device = loader.device
+        self.order = torch.randperm(n, generator=self.generator, device=device) if loader.shuffle else torch.arange(n, device=device)
+        if generator_state is not None:
+            self.generator.set_state(generator_state)
+        self.start_step = start_step
+
+    def generator_state(self) -> torch.Tensor:
+        return self.generator.get_state()
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        loader, size = self.loader, self.loader.batch_size
+        for start in range(self.start_step * size, len(loader) * size, size):
+            index = self.order[start : start + size]
+            images = loader.data.images[index]
+            if loader.augment is not None:
+                images = loader.augment(images, self.generator)
+            yield loader.normalize(images), loader.data.labels[index]

@@ -1,20 +1,32 @@
 """`cnnlab train`: one training run, or one job of `cnnlab -m` sweeps."""
 
+import logging
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import cnnlab.config.resolvers  # noqa: F401 - registers the resolvers the configs use
 from cnnlab.config.validate import validate_train_config
 from cnnlab.tasks.common import run_task
 
+log = logging.getLogger("cnnlab")
+
 
 def train_task(cfg: DictConfig, run_dir: Path) -> float:
     validate_train_config(cfg)  # before torch is even imported: a typo fails in well under a second
     from cnnlab.training.run import train
+    from cnnlab.training.trainer import RunDiverged
 
-    return train(cfg, run_dir)
+    try:
+        return train(cfg, run_dir)
+    except RunDiverged as e:
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            raise
+        log.error("%s; the sweep goes on with the next run", e)  # metrics.json says "diverged"
+        return float("nan")
 
 
 @hydra.main(config_path="pkg://cnnlab.conf", config_name="train", version_base="1.3")

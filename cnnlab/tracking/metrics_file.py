@@ -1,40 +1,55 @@
 """metrics.json in the run folder: the run's headline numbers and status, rewritten atomically as they change."""
 
+import json
 from pathlib import Path
 from typing import Any
 
 from cnnlab.checkpoints.atomic import atomic_json_dump
 from cnnlab.tracking.tracker import Sink
 
+SUMMARY_KEYS = (
+    "status", "best_val_acc", "test_acc", "test_loss", "epochs_completed", "train_time_s", "stopped_by", "message",
+)
+
 
 class MetricsFileSink(Sink):
-    """Keeps metrics.json current, so a crashed run still shows how far it got ("status": "running")."""
+    """Keeps metrics.json current, so a crashed run still shows how far it got ("status": "running").
 
-    def __init__(self, path: Path) -> None:
+    On resume it continues the file: history up to the checkpoint's epoch is kept, later entries
+    (written by the killed process after its last checkpoint) are dropped.
+    """
+
+    def __init__(self, path: Path, resume_epoch: int | None = None) -> None:
         self.path = path
         self.metrics: dict[str, Any] = {
             "status": "running", "best_val_acc": None, "test_acc": None, "epochs_completed": 0,
             "train_time_s": 0.0, "params": None, "macs": None, "history": [],
         }
+        if resume_epoch is not None and path.is_file():
+            previous = json.loads(path.read_text())
+            history = [h for h in previous.get("history", []) if h["epoch"] <= resume_epoch]
+            self.metrics.update(history=history, epochs_completed=resume_epoch)
 
     def _write(self) -> None:
         atomic_json_dump(self.metrics, self.path)
 
     def run_started(self, info: dict[str, Any]) -> None:
-        self.metrics.update(params=info["params"], macs=info["macs"])
+        self.metrics.update(status="running", params=info["params"], macs=info["macs"])
         self._write()
 
     def epoch_ended(self, epoch: int, metrics: dict[str, float]) -> None:
         self.metrics["history"].append({"epoch": epoch, **metrics})
-        best = self.metrics["best_val_acc"]
+        accs = [h["val/acc"] for h in self.metrics["history"]]
         self.metrics.update(
-            epochs_completed=epoch,
-            best_val_acc=max(best, metrics["val/acc"]) if best is not None else metrics["val/acc"],
-            train_time_s=self.metrics["train_time_s"] + metrics["time/epoch_s"],
+            epochs_completed=epoch, best_val_acc=max(accs),
+            train_time_s=sum(h["time/epoch_s"] for h in self.metrics["history"]),
         )
         self._write()
 
+    def evaluation(self, split: str, report: dict[str, Any], classes: list[str], step: int) -> None:
+        self.metrics[f"{split}_per_class_acc"] = dict(zip(classes, report["per_class_acc"]))
+        self._write()
+
     def run_ended(self, summary: dict[str, Any]) -> None:
-        keys = ("status", "best_val_acc", "test_acc", "test_loss", "epochs_completed", "train_time_s")
-        self.metrics.update({k: summary[k] for k in keys if k in summary})
+        self.metrics.update({k: summary[k] for k in SUMMARY_KEYS if summary.get(k) is not None})
         self._write()

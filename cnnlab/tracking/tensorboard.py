@@ -1,28 +1,69 @@
-"""TensorBoard: the run folder itself is the TensorBoard run, so `tensorboard --logdir outputs` lists every run."""
+"""TensorBoard: the run folder itself is the TensorBoard run, so `tensorboard --logdir outputs` lists every run.
 
+Steps are epochs. A resumed run writes with `purge_step`, so TensorBoard drops whatever the killed
+process logged after its last checkpoint and no step appears twice.
+"""
+
+import logging
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams
 
 from cnnlab.tracking.tracker import Sink
 
+log = logging.getLogger("cnnlab")
+
 
 class TensorBoardSink(Sink):
-    """Per-epoch scalars (x axis: epoch) and the final test accuracy."""
+    """Scalars per epoch, weight and gradient-norm histograms, images, confusion matrix and hparams."""
 
-    def __init__(self, run_dir: Path) -> None:
-        self.writer = SummaryWriter(log_dir=str(run_dir))
+    def __init__(self, run_dir: Path, hparam_values: dict[str, Any], purge_step: int | None = None) -> None:
+        self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
+        self.hparam_values = hparam_values
 
     def epoch_ended(self, epoch: int, metrics: dict[str, float]) -> None:
         for tag, value in metrics.items():
             self.writer.add_scalar(tag, value, epoch)
         self.writer.flush()
 
+    def tensors(self, epoch: int, weights: dict[str, torch.Tensor], grad_norms: dict[str, torch.Tensor]) -> None:
+        for name, values in weights.items():
+            self.writer.add_histogram(f"weights/{name}", values, epoch)
+        for name, values in grad_norms.items():
+            self.writer.add_histogram(f"grad_norm/{name}", values, epoch)
+
+    def image(self, tag: str, image: torch.Tensor, step: int) -> None:
+        self.writer.add_image(tag, image, step)
+
+    def graph(self, model: torch.nn.Module, example: torch.Tensor) -> None:
+        try:
+            self.writer.add_graph(model, example)
+        except Exception as e:  # noqa: BLE001 - tracing is best effort; the run must not fail for a picture
+            log.warning("tensorboard: could not trace the model graph (%s)", str(e).splitlines()[0][:160])
+
+    def evaluation(self, split: str, report: dict[str, Any], classes: list[str], step: int) -> None:
+        from cnnlab.tracking.plots import confusion_figure  # matplotlib only when a run gets this far
+
+        self.writer.add_scalar(f"{split}/acc", report["acc"], step)
+        self.writer.add_scalar(f"{split}/loss", report["loss"], step)
+        for name, acc in zip(classes, report["per_class_acc"]):
+            self.writer.add_scalar(f"{split}/class_acc/{name}", acc, step)
+        self.writer.add_figure(f"{split}/confusion_matrix", confusion_figure(torch.tensor(report["confusion"]), classes), step)
+
     def run_ended(self, summary: dict[str, Any]) -> None:
-        if summary.get("test_acc") is not None:
-            self.writer.add_scalar("test/acc", summary["test_acc"], summary["epochs_completed"])
-            self.writer.add_scalar("test/loss", summary["test_loss"], summary["epochs_completed"])
+        if summary["status"] in ("completed", "diverged"):
+            metrics = {"hparam/best_val_acc": summary.get("best_val_acc") or 0.0}
+            if summary.get("test_acc") is not None:
+                metrics["hparam/test_acc"] = summary["test_acc"]
+            # written into this run's own folder (add_hparams would make a sub-run), so the HParams tab
+            # lines up the runs of a sweep with their scalars
+            for event in hparams(self.hparam_values, metrics):
+                self.writer.file_writer.add_summary(event)
+            for tag, value in metrics.items():
+                self.writer.add_scalar(tag, value, summary["epochs_completed"])
         self.writer.flush()
 
     def close(self) -> None:

@@ -88,9 +88,26 @@ class TerminalSink(Sink):
             ("MACs / image", _format_macs(summary["macs"])),
             ("run dir", summary["run_dir"]),
         ]
+        if summary.get("stopped_by"):
+            rows.insert(3, ("stopped by", summary["stopped_by"].replace("_", " ")))
         for name, value in rows:
             table.add_row(name, value)
         get_console().print(table)
 
     def close(self) -> None:
         self._stop_progress()
+
+
+def print_evaluation(result: dict[str, Any], classes: list[str], title: str) -> None:
+    """Accuracy, per-class accuracy and the confusion matrix (rows: true class, columns: predicted)."""
+    console = get_console()
+    console.print(f"{title}: accuracy {result['acc']:.4f}, loss {result['loss']:.4f}", markup=False, highlight=False, soft_wrap=True)
+    table = Table(title="confusion matrix (rows: true, columns: predicted)")
+    table.add_column("class")
+    for index in range(len(classes)):
+        table.add_column(str(index), justify="right")
+    table.add_column("acc", justify="right")
+    for index, (name, row) in enumerate(zip(classes, result["confusion"])):
+        cells = [f"[bold]{n}[/bold]" if i == index else str(n) for i, n in enumerate(row)]
+        table.add_row(f"{index} {name}", *cells, f"{result['per_class_acc'][name]:.3f}")
+    console.print(table)

@@ -3,6 +3,8 @@
 from collections.abc import Sequence
 from typing import Any
 
+import torch
+
 
 class Sink:
     """Receives training events; every hook is optional (the defaults do nothing)."""
@@ -14,6 +16,18 @@ class Sink:
     def step(self, step: int, stats: dict[str, float]) -> None: ...
 
     def epoch_ended(self, epoch: int, metrics: dict[str, float]) -> None: ...
+
+    def tensors(self, epoch: int, weights: dict[str, torch.Tensor], grad_norms: dict[str, torch.Tensor]) -> None:
+        """Per-layer weights and the gradient norms seen during the epoch, for distributions."""
+
+    def image(self, tag: str, image: torch.Tensor, step: int) -> None:
+        """A CHW float image in [0, 1]."""
+
+    def evaluation(self, split: str, report: dict[str, Any], classes: list[str], step: int) -> None:
+        """A split's final accuracy, per-class accuracy and confusion matrix."""
+
+    def graph(self, model: torch.nn.Module, example: torch.Tensor) -> None:
+        """The model's graph, traced on an example batch."""
 
     def run_ended(self, summary: dict[str, Any]) -> None: ...
 
@@ -41,6 +55,22 @@ class Tracker(Sink):
     def epoch_ended(self, epoch: int, metrics: dict[str, float]) -> None:
         for sink in self.sinks:
             sink.epoch_ended(epoch, metrics)
+
+    def tensors(self, epoch: int, weights: dict[str, torch.Tensor], grad_norms: dict[str, torch.Tensor]) -> None:
+        for sink in self.sinks:
+            sink.tensors(epoch, weights, grad_norms)
+
+    def image(self, tag: str, image: torch.Tensor, step: int) -> None:
+        for sink in self.sinks:
+            sink.image(tag, image, step)
+
+    def evaluation(self, split: str, report: dict[str, Any], classes: list[str], step: int) -> None:
+        for sink in self.sinks:
+            sink.evaluation(split, report, classes, step)
+
+    def graph(self, model: torch.nn.Module, example: torch.Tensor) -> None:
+        for sink in self.sinks:
+            sink.graph(model, example)
 
     def run_ended(self, summary: dict[str, Any]) -> None:
         for sink in self.sinks:

@@ -1,5 +1,7 @@
 """Device and precision choice from the `device` and `trainer.amp` settings."""
 
+import contextlib
+
 import torch
 
 from cnnlab.errors import UserError
@@ -26,3 +28,8 @@ def autocast_dtype(device: torch.device, amp: bool | str) -> torch.dtype | None:
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """Mixed precision in `dtype` on `device`, or nothing when dtype is None."""
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)

@@ -1,4 +1,8 @@
-"""Assemble one training run from the composed config: data, model, optimizer, schedule, sinks, trainer."""
+"""Assemble one training run from the composed config - data, model, optimizer, schedule, sinks, trainer - and run it.
+
+A fresh run and a resumed one share this path; resuming only adds "load the checkpoint and check it
+matches" before training and continues the same folder, log, TensorBoard run and metrics.json.
+"""
 
 import logging
 import random
@@ -9,19 +13,29 @@ import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from torchvision.utils import make_grid
 
-from cnnlab.checkpoints.store import CheckpointStore
-from cnnlab.data.build import build_data
+from cnnlab.checkpoints.store import CheckpointStore, find_checkpoint, load_checkpoint, restore_rng_states
+from cnnlab.data.build import DataBundle, build_data
 from cnnlab.models.stats import count_macs, count_parameters
 from cnnlab.tracking.metrics_file import MetricsFileSink
+from cnnlab.tracking.plot_files import PlotFilesSink
 from cnnlab.tracking.tensorboard import TensorBoardSink
 from cnnlab.tracking.terminal import TerminalSink
 from cnnlab.tracking.tracker import Tracker
+from cnnlab.config.duration import parse_duration
+from cnnlab.training.budget import plan_epochs
 from cnnlab.training.device import autocast_dtype, resolve_device
 from cnnlab.training.optim import build_optimizer
-from cnnlab.training.trainer import Trainer
+from cnnlab.training.report import classification_report
+from cnnlab.training.resume import check_resumable
+from cnnlab.training.signals import graceful_stop
+from cnnlab.training.trainer import RunDiverged, RunInterrupted, StopRules, Trainer
 
 log = logging.getLogger("cnnlab")
+
+HPARAM_KEYS = ("lr", "batch_size", "epochs", "weight_decay", "seed", "dataset.name", "model._target_",
+               "optimizer._target_", "scheduler._target_", "trainer.label_smoothing")
 
 
 def seed_everything(seed: int) -> None:
@@ -30,11 +44,32 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def hparam_values(cfg: DictConfig) -> dict[str, Any]:
+    """The run's headline settings for TensorBoard's HParams tab (scalars and strings only)."""
+    values: dict[str, Any] = {key: OmegaConf.select(cfg, key) for key in HPARAM_KEYS}
+    values.update({f"model.{k}": v for k, v in cfg.model.items() if k != "_target_"})
+    return {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in values.items() if v is not None}
+
+
+def augmented_sample_grid(data: DataBundle, count: int = 32) -> torch.Tensor:
+    """A grid of the first augmented training batch, drawn without touching the run's random state."""
+    with torch.random.fork_rng(devices=[]):
+        images, _ = next(iter(data.train.iterate()))
+    images = (images[:count].float() * data.train.std + data.train.mean).clamp(0, 1)
+    return make_grid(images.cpu(), nrow=8, padding=2)
+
+
 def train(cfg: DictConfig, run_dir: Path) -> float:
     """Train, validate every epoch, test once at the end; return the best validation accuracy.
 
     Expects a config that passed validate_train_config (the train task checks it first).
     """
+    config = OmegaConf.to_container(cfg, resolve=True)
+    checkpoint = None
+    if cfg.resume:
+        path = find_checkpoint(cfg.resume)
+        checkpoint = load_checkpoint(path)
+        check_resumable(checkpoint["config"], config, str(path))
     device = resolve_device(str(cfg.device))
     seed_everything(cfg.seed)
     channels_last = bool(cfg.trainer.channels_last)
@@ -47,32 +82,86 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
         "macs": count_macs(model, data.input_shape), "dataset": cfg.dataset.name, "train_size": len(data.train.data),
         "val_size": len(data.val.data), "test_size": len(data.test.data) if data.test else None, "device": str(device),
     }
-    optimizer = build_optimizer(instantiate(cfg.optimizer), model, cfg.trainer.no_decay_norm_bias)
+
+    def make_optimizer(net: torch.nn.Module) -> torch.optim.Optimizer:
+        return build_optimizer(instantiate(cfg.optimizer), net, cfg.trainer.no_decay_norm_bias)
+
+    budget_s = parse_duration(cfg.trainer.time_budget) if cfg.trainer.time_budget is not None else None
+    epochs = plan_run_length(cfg, checkpoint, budget_s, model, make_optimizer, data)
+    optimizer = make_optimizer(model)
     steps = len(data.train)
-    scheduler = instantiate(cfg.scheduler)(optimizer, total_steps=cfg.epochs * steps, steps_per_epoch=steps)
-    runner = torch.compile(model) if cfg.compile else model
-    tracker = Tracker([TerminalSink(), TensorBoardSink(run_dir), MetricsFileSink(run_dir / "metrics.json")])
+    scheduler = instantiate(cfg.scheduler)(optimizer, total_steps=epochs * steps, steps_per_epoch=steps)
+    resume_epoch = checkpoint["epoch"] if checkpoint else None
+    metrics_sink = MetricsFileSink(run_dir / "metrics.json", resume_epoch)
+    tracker = Tracker([
+        TerminalSink(),
+        TensorBoardSink(run_dir, hparam_values(cfg), purge_step=resume_epoch + 1 if checkpoint else None),
+        metrics_sink,
+        PlotFilesSink(run_dir, list(metrics_sink.metrics["history"])),
+    ])
     trainer = Trainer(
-        runner, optimizer, scheduler, device=device, tracker=tracker, label_smoothing=cfg.trainer.label_smoothing,
-        amp_dtype=autocast_dtype(device, cfg.trainer.amp), log_every=cfg.trainer.log_every,
-        checkpoints=CheckpointStore(run_dir / "checkpoints", OmegaConf.to_container(cfg, resolve=True)),
+        torch.compile(model) if cfg.compile else model, optimizer, scheduler, device=device, tracker=tracker,
+        label_smoothing=cfg.trainer.label_smoothing, amp_dtype=autocast_dtype(device, cfg.trainer.amp),
+        log_every=cfg.trainer.log_every, histograms=cfg.trainer.histograms,
+        checkpoints=CheckpointStore(run_dir / "checkpoints", config, {"planned_epochs": epochs}),
+        rules=StopRules(cfg.trainer.patience, cfg.trainer.divergence_factor, budget_s),
     )
+    if checkpoint:
+        trainer.load_state_dict(checkpoint)
+        restore_rng_states(checkpoint["rng"])
+        log.info("resuming %s at epoch %d%s", run_dir, trainer.epoch + 1,
+                 f" step {trainer.position.step + 1}" if trainer.position.step else "")
+    else:
+        log_start_images(tracker, data, model, cfg)
+    return run_fit(trainer, tracker, data, epochs, info, run_dir)
+
+
+def plan_run_length(cfg: DictConfig, checkpoint: dict | None, budget_s: float | None, model: torch.nn.Module,
+                    make_optimizer: Any, data: DataBundle) -> int:
+    """Epochs to schedule: `epochs`, or what fits the time budget; on resume at least the checkpoint's plan."""
+    if checkpoint is not None:  # epochs can be raised on resume, never lowered below the plan
+        return int(checkpoint["planned_epochs"]) if budget_s is not None else max(int(cfg.epochs), int(checkpoint["planned_epochs"]))
+    if budget_s is None:
+        return int(cfg.epochs)
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=cfg.trainer.label_smoothing)
+    epochs, epoch_s = plan_epochs(model, make_optimizer, loss_fn, data.train, data.val, budget_s)
+    log.info("time budget %.0f s: about %.1f s per epoch, so %d epochs (the schedule is fitted to them)",
+             budget_s, epoch_s, epochs)
+    return epochs
+
+
+def log_start_images(tracker: Tracker, data: DataBundle, model: torch.nn.Module, cfg: DictConfig) -> None:
+    tracker.image("train/augmented_samples", augmented_sample_grid(data), 0)
+    if cfg.trainer.log_graph:
+        tracker.graph(model, next(iter(data.val))[0][:2])
+
+
+def run_fit(trainer: Trainer, tracker: Tracker, data: DataBundle, epochs: int, info: dict, run_dir: Path) -> float:
+    """fit + final evaluation, with the run's status recorded whatever happens."""
     summary: dict[str, Any] = {**info, "run_dir": str(run_dir), "status": "failed"}
+    resume_hint = f"continue with: cnnlab train resume={run_dir}"
     with tracker:
         tracker.run_started(info)
         try:
-            result = trainer.fit(data.train, data.val, cfg.epochs)
-            test = trainer.test(data.test) if data.test is not None else {}
-            summary.update(
-                status="completed", best_val_acc=result.best_val_acc, epochs_completed=result.epochs_completed,
-                train_time_s=result.train_time_s, test_acc=test.get("acc"), test_loss=test.get("loss"),
-            )
+            with graceful_stop(trainer):
+                result = trainer.fit(data.train, data.val, epochs)
+            split, loader = ("test", data.test) if data.test is not None else ("val", data.val)
+            logits, labels = trainer.predict(loader)
+            report = classification_report(logits, labels, len(data.classes))
+            tracker.evaluation(split, report, data.classes, result.epochs_completed)
+            summary.update(status="completed", stopped_by=result.stopped_by)
+            if split == "test":
+                summary.update(test_acc=report["acc"], test_loss=report["loss"])
+        except RunDiverged as e:
+            summary.update(status="diverged", message=str(e))
+            raise
+        except RunInterrupted as e:
+            summary.update(status="interrupted", message=f"{e}; {resume_hint}")
+            raise RunInterrupted(summary["message"]) from e
         except KeyboardInterrupt:
-            summary["status"] = "interrupted"
+            summary.update(status="interrupted", message=f"stopped at once; checkpoints/last.pt is the last finished epoch; {resume_hint}")
             raise
         finally:
-            summary.setdefault("best_val_acc", trainer.best_val_acc)
-            summary.setdefault("epochs_completed", trainer.epoch)
-            summary.setdefault("train_time_s", trainer.train_time_s)
+            summary.update(best_val_acc=trainer.best_val_acc, epochs_completed=trainer.epoch, train_time_s=trainer.train_time_s)
             tracker.run_ended(summary)
-    return result.best_val_acc
+    return trainer.best_val_acc or 0.0

@@ -1,8 +1,13 @@
-"""The training loop: fit (train + validate each epoch), validate, test. It reads as the ideas it uses."""
+"""The training loop: fit (train + validate each epoch), validate, test. It reads as the ideas it uses.
 
-import contextlib
+Everything the loop needs to continue exactly where it stopped - including the position inside an
+epoch after an interrupt - is in `state_dict()`, so a resumed run repeats no step and skips none.
+"""
+
+import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -11,7 +16,29 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from cnnlab.checkpoints.store import CheckpointStore
 from cnnlab.data.loader import BatchLoader
+from cnnlab.errors import UserError
 from cnnlab.tracking.tracker import Sink
+from cnnlab.training.device import autocast
+from cnnlab.training.report import predict
+
+
+class RunDiverged(UserError):
+    """The loss became NaN/inf or exploded: the run cannot recover, so it stops at once."""
+
+
+class RunInterrupted(UserError):
+    """Ctrl-C or SIGTERM: the current step finished and last.pt holds the exact position."""
+
+    exit_code = 130
+
+
+@dataclass
+class StopRules:
+    """When fit ends before `epochs`: early stopping, divergence and the wall-clock budget."""
+
+    patience: int | None = None           # epochs without a better validation accuracy
+    divergence_factor: float | None = 10  # stop when the loss exceeds this multiple of its first value
+    time_budget_s: float | None = None    # training seconds (resumed runs count their earlier time)
 
 
 @dataclass
@@ -19,6 +46,18 @@ class FitResult:
     best_val_acc: float
     epochs_completed: int
     train_time_s: float
+    stopped_by: str | None  # None (all epochs ran), "patience" or "time_budget"
+
+
+@dataclass
+class EpochPosition:
+    """Where inside an epoch the loop is: what an interrupt checkpoint needs to resume mid-epoch."""
+
+    step: int = 0
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+    generator: torch.Tensor | None = None
 
 
 class Trainer:
@@ -27,7 +66,7 @@ class Trainer:
     def __init__(
         self, model: nn.Module, optimizer: Optimizer, scheduler: LRScheduler, *, device: torch.device, tracker: Sink,
         label_smoothing: float = 0.0, amp_dtype: torch.dtype | None = None, log_every: int = 10,
-        checkpoints: CheckpointStore | None = None,
+        checkpoints: CheckpointStore | None = None, rules: StopRules | None = None, histograms: bool = False,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
@@ -39,29 +78,71 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
         self.log_every = log_every
         self.checkpoints = checkpoints
+        self.rules = rules or StopRules()
         self.epoch = 0
         self.global_step = 0
         self.best_val_acc: float | None = None
+        self.epochs_since_best = 0
         self.train_time_s = 0.0
+        self.first_loss: float | None = None
+        self.position = EpochPosition()
+        self.stop_requested = False
+        self.histograms = histograms
+        self._grad_norms: list[torch.Tensor] = []
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+    def _layers(self) -> list[tuple[str, nn.Parameter]]:
+        """Conv and linear weights (the tensors whose distributions are worth watching)."""
+        model = getattr(self.model, "_orig_mod", self.model)
+        return [(name.removesuffix(".weight"), p) for name, p in model.named_parameters() if p.ndim > 1]
+
+    def _record_grad_norms(self) -> None:
+        layers = self._layers()
+        if layers and all(p.grad is not None for _, p in layers):
+            self._grad_norms.append(torch.stack([p.grad.detach().float().norm() for _, p in layers]).cpu())
+
+    def _report_tensors(self) -> None:
+        if not self.histograms:
+            return
+        layers = self._layers()
+        weights = {name: p.detach().float().cpu() for name, p in layers}
+        norms = torch.stack(self._grad_norms) if self._grad_norms else torch.empty(0, len(layers))
+        grad_norms = {name: norms[:, i] for i, (name, _) in enumerate(layers)} if norms.numel() else {}
+        self.tracker.tensors(self.epoch, weights, grad_norms)
+        self._grad_norms = []
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
+    def _check_loss(self, loss: float, step: int) -> None:
+        where = f"epoch {self.epoch + 1} step {step}"
+        if not math.isfinite(loss):
+            raise RunDiverged(f"training diverged at {where}: the loss is {loss}; the learning rate is probably too high (try a smaller lr)")
+        if self.first_loss is None:
+            self.first_loss = loss
+        factor = self.rules.divergence_factor
+        if factor is not None and loss > factor * self.first_loss:
+            raise RunDiverged(
+                f"training diverged at {where}: the loss {loss:.3g} exceeds {factor:g}x its first value "
+                f"{self.first_loss:.3g}; the learning rate is probably too high (try a smaller lr)"
+            )
+
+    def _out_of_time(self, epoch_start: float) -> bool:
+        budget = self.rules.time_budget_s
+        return budget is not None and self.train_time_s + time.perf_counter() - epoch_start >= budget
+
     def train_epoch(self, loader: BatchLoader) -> dict[str, float]:
+        """One pass over the training split (or its rest, when resuming mid-epoch)."""
         self.model.train()
         loader.set_epoch(self.epoch)
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
-        seen = 0
+        pos = self.position
+        loss_sum = torch.tensor(pos.loss_sum, device=self.device, dtype=torch.float64)
+        correct = torch.tensor(pos.correct, device=self.device, dtype=torch.long)
+        seen, resumed_seen = pos.seen, pos.seen
         start = time.perf_counter()
-        for step, (images, labels) in enumerate(loader, start=1):
-            with self._autocast():
+        batches = loader.iterate(pos.step, pos.generator)
+        for step, (images, labels) in enumerate(batches, start=pos.step + 1):
+            with autocast(self.device, self.amp_dtype):
                 logits = self.model(images)
                 loss = self.loss_fn(logits, labels)
             self.optimizer.zero_grad(set_to_none=True)
@@ -70,63 +151,101 @@ class Trainer:
             self.scaler.update()
             self.scheduler.step()
             self.global_step += 1
-            loss_sum += loss.detach() * labels.shape[0]
+            loss_sum += loss.detach().double() * labels.shape[0]
             correct += (logits.argmax(1) == labels).sum()
             seen += labels.shape[0]
-            if step % self.log_every == 0 or step == len(loader):
+            if step % self.log_every == 0 or step == len(loader) or self.stop_requested:
+                self._check_loss(loss.item(), step)
+                if self.histograms:
+                    self._record_grad_norms()
                 elapsed = time.perf_counter() - start
                 self.tracker.step(step, {
                     "loss": loss_sum.item() / seen, "acc": correct.item() / seen,
-                    "lr": self.optimizer.param_groups[0]["lr"], "images_per_s": seen / max(elapsed, 1e-9),
+                    "lr": self.optimizer.param_groups[0]["lr"],
+                    "images_per_s": (seen - resumed_seen) / max(elapsed, 1e-9),
                 })
+            if self.stop_requested and step < len(loader):
+                self.position = EpochPosition(step, loss_sum.item(), int(correct.item()), seen, batches.generator_state())
+                self.train_time_s += time.perf_counter() - start
+                self._save(best=False)
+                raise RunInterrupted(f"interrupted at epoch {self.epoch + 1} step {step}")
+            if self._out_of_time(start):
+                break
         self._sync()
         elapsed = time.perf_counter() - start
-        return {"loss": loss_sum.item() / seen, "acc": correct.item() / seen, "images_per_s": seen / elapsed, "time_s": elapsed}
+        self.position = EpochPosition()
+        return {
+            "loss": loss_sum.item() / seen, "acc": correct.item() / seen,
+            "images_per_s": (seen - resumed_seen) / max(elapsed, 1e-9), "time_s": elapsed,
+            "complete": step == len(loader),
+        }
 
-    @torch.no_grad()
+    def predict(self, loader: BatchLoader) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (float32) and labels over a whole split, in eval mode."""
+        return predict(self.model, loader, self.amp_dtype)
+
     def evaluate(self, loader: BatchLoader) -> dict[str, float]:
-        """Loss and accuracy over a whole split, in eval mode (validate and test both use this)."""
-        self.model.eval()
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
-        for images, labels in loader:
-            with self._autocast():
-                logits = self.model(images)
-            loss_sum += nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
-            correct += (logits.argmax(1) == labels).sum()
-        n = len(loader.data)
-        return {"loss": loss_sum.item() / n, "acc": correct.item() / n}
+        """Loss and accuracy over a whole split (validate and test both use this)."""
+        logits, labels = self.predict(loader)
+        loss = nn.functional.cross_entropy(logits, labels).item()
+        return {"loss": loss, "acc": (logits.argmax(1) == labels).double().mean().item()}
 
     validate = evaluate
     test = evaluate
 
+    def _save(self, best: bool) -> None:
+        if self.checkpoints is not None:
+            self.checkpoints.save(self.state_dict(), best=best)
+
     def fit(self, train: BatchLoader, val: BatchLoader, epochs: int) -> FitResult:
-        while self.epoch < epochs:
+        """Train until `epochs` are done or a stop rule fires; checkpoint after every epoch."""
+        stopped_by = None
+        while self.epoch < epochs and stopped_by is None:
             self.tracker.epoch_started(self.epoch + 1, epochs, len(train))
-            lr = self.optimizer.param_groups[0]["lr"]
             epoch_start = time.perf_counter()
             stats = self.train_epoch(train)
+            lr = self.optimizer.param_groups[0]["lr"]  # where the schedule stands at the end of the epoch
+            if not stats["complete"]:  # the time budget ran out mid-epoch: validate what we have and stop
+                stopped_by = "time_budget"
             val_stats = self.validate(val)
-            epoch_time = time.perf_counter() - epoch_start
             self.epoch += 1
+            epoch_time = time.perf_counter() - epoch_start
             self.train_time_s += epoch_time
             improved = self.best_val_acc is None or val_stats["acc"] > self.best_val_acc
             if improved:
                 self.best_val_acc = val_stats["acc"]
-            metrics = {
+            self.epochs_since_best = 0 if improved else self.epochs_since_best + 1
+            self.tracker.epoch_ended(self.epoch, {
                 "train/loss": stats["loss"], "train/acc": stats["acc"], "val/loss": val_stats["loss"],
                 "val/acc": val_stats["acc"], "lr": lr, "throughput/images_per_s": stats["images_per_s"],
                 "time/epoch_s": epoch_time,
-            }
-            if self.checkpoints is not None:
-                self.checkpoints.save(self.state_dict(), best=improved)
-            self.tracker.epoch_ended(self.epoch, metrics)
-        return FitResult(self.best_val_acc or 0.0, self.epoch, self.train_time_s)
+            })
+            self._report_tensors()
+            self._save(best=improved)
+            if stopped_by is None and self.rules.patience is not None and self.epochs_since_best >= self.rules.patience:
+                stopped_by = "patience"
+            if stopped_by is None and self.rules.time_budget_s is not None and self.train_time_s >= self.rules.time_budget_s:
+                stopped_by = "time_budget"
+        return FitResult(self.best_val_acc or 0.0, self.epoch, self.train_time_s, stopped_by)
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         model = getattr(self.model, "_orig_mod", self.model)  # unwrap torch.compile
+        pos = self.position
         return {
             "model": model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "epoch": self.epoch,
             "global_step": self.global_step, "best_val_acc": self.best_val_acc, "train_time_s": self.train_time_s,
+            "epochs_since_best": self.epochs_since_best, "first_loss": self.first_loss,
+            "position": {"step": pos.step, "loss_sum": pos.loss_sum, "correct": pos.correct, "seen": pos.seen,
+                         "generator": pos.generator},
         }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        getattr(self.model, "_orig_mod", self.model).load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.global_step = state["epoch"], state["global_step"]
+        self.best_val_acc, self.train_time_s = state["best_val_acc"], state["train_time_s"]
+        self.epochs_since_best, self.first_loss = state["epochs_since_best"], state["first_loss"]
+        self.position = EpochPosition(**state["position"])

@@ -1,0 +1,27 @@
+"""`cnnlab eval ckpt=<run or .pt>`: accuracy, per-class accuracy and confusion matrix of a checkpoint."""
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+import cnnlab.config.resolvers  # noqa: F401 - registers the resolvers the configs use
+from cnnlab.errors import UserError
+from cnnlab.tasks.common import run_task
+
+SPLITS = ("test", "val", "train")
+
+
+def eval_task(cfg: DictConfig, run_dir: Path) -> float:
+    if cfg.split not in SPLITS:
+        raise UserError(f"split={cfg.split!r} is unknown; choose one of {', '.join(SPLITS)}")
+    if not isinstance(cfg.tta, bool):
+        raise UserError(f"tta={cfg.tta!r} is invalid: use tta=true or tta=false")
+    from cnnlab.training.evaluate import evaluate_checkpoint
+
+    return evaluate_checkpoint(cfg, run_dir)
+
+
+@hydra.main(config_path="pkg://cnnlab.conf", config_name="eval", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    return run_task(eval_task, cfg)

@@ -1,0 +1,61 @@
+"""Evaluate a checkpoint on a split with the data and model settings stored in it; write eval.json."""
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from cnnlab.checkpoints.atomic import atomic_json_dump
+from cnnlab.checkpoints.store import find_checkpoint, load_checkpoint
+from cnnlab.data.build import build_data
+from cnnlab.data.loader import BatchLoader
+from cnnlab.errors import UserError
+from cnnlab.tracking.terminal import print_evaluation
+from cnnlab.training.device import autocast_dtype, resolve_device
+from cnnlab.training.report import classification_report, predict
+
+log = logging.getLogger("cnnlab")
+
+
+def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> float:
+    """Print and save the evaluation; return the accuracy."""
+    path = find_checkpoint(cfg.ckpt)
+    checkpoint = load_checkpoint(path)
+    run_cfg = OmegaConf.create(checkpoint["config"])
+    device = resolve_device(str(cfg.device))
+    batch_size = cfg.batch_size or run_cfg.trainer.eval_batch_size
+    channels_last = bool(run_cfg.trainer.channels_last)
+    data = build_data(run_cfg.dataset, run_cfg.batch_size, batch_size, device, run_cfg.seed, channels_last)
+    loader = split_loader(data, cfg.split, batch_size)
+    channels, height, width = data.input_shape
+    model = instantiate(run_cfg.model, in_channels=channels, num_classes=len(data.classes), image_size=[height, width])
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as e:
+        raise UserError(f"checkpoint {path} does not fit its own model config ({str(e).splitlines()[0][:120]})") from e
+    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    logits, labels = predict(model, loader, autocast_dtype(device, run_cfg.trainer.amp), flip_tta=cfg.tta)
+    report = classification_report(logits, labels, len(data.classes))
+    result: dict[str, Any] = {
+        "checkpoint": str(path), "epoch": checkpoint["epoch"], "split": cfg.split, "tta": cfg.tta, **report,
+        "per_class_acc": dict(zip(data.classes, report["per_class_acc"])), "classes": data.classes,
+    }
+    atomic_json_dump(result, run_dir / "eval.json")
+    print_evaluation(result, data.classes, title=f"{path} on {cfg.split} ({report['count']} images{', flip TTA' if cfg.tta else ''})")
+    log.info("eval.json written to %s", run_dir)
+    return report["acc"]
+
+
+def split_loader(data: Any, split: str, batch_size: int) -> BatchLoader:
+    if split == "test":
+        if data.test is None:
+            raise UserError("this dataset has no test split; use split=val (the run's held-out images)")
+        return data.test
+    if split == "val":
+        return data.val
+    source = data.train
+    return BatchLoader(source.data, batch_size, source.mean.flatten(), source.std.flatten(), shuffle=False,
+                       drop_last=False, channels_last=source.memory_format == torch.channels_last)

@@ -1,0 +1,39 @@
+"""Accuracy, per-class accuracy and confusion matrix of a split, computed with torchmetrics."""
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnnlab.data.loader import BatchLoader
+from cnnlab.training.device import autocast
+from torchmetrics.functional.classification import multiclass_accuracy, multiclass_confusion_matrix
+
+
+def classification_report(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, Any]:
+    """Plain numbers and lists (JSON- and checkpoint-friendly): acc, loss, per_class_acc, confusion[true][pred]."""
+    preds = logits.argmax(1)
+    return {
+        "acc": (preds == labels).double().mean().item(),
+        "loss": nn.functional.cross_entropy(logits.float(), labels).item(),
+        "per_class_acc": multiclass_accuracy(preds, labels, num_classes, average=None).tolist(),
+        "confusion": multiclass_confusion_matrix(preds, labels, num_classes).tolist(),
+        "count": int(labels.numel()),
+    }
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, loader: BatchLoader, amp_dtype: torch.dtype | None = None, flip_tta: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (float32) and labels over a whole split in eval mode; flip_tta averages with mirrored images."""
+    model.eval()
+    all_logits, all_labels = [], []
+    for images, labels in loader:
+        with autocast(images.device, amp_dtype):
+            logits = model(images).float()
+            if flip_tta:
+                logits = (logits + model(images.flip(3)).float()) / 2
+        all_logits.append(logits)
+        all_labels.append(labels)
+    return torch.cat(all_logits), torch.cat(all_labels)

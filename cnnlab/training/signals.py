@@ -1,0 +1,32 @@
+"""Ctrl-C and SIGTERM ask the trainer to stop after the current step instead of killing it mid-write."""
+
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import Iterator
+from types import FrameType
+
+log = logging.getLogger("cnnlab")
+
+
+@contextlib.contextmanager
+def graceful_stop(trainer: object) -> Iterator[None]:
+    """Within the block, the first SIGINT/SIGTERM sets `trainer.stop_requested`; a second one stops at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be installed from the main thread
+        return
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        if getattr(trainer, "stop_requested", False):
+            raise KeyboardInterrupt
+        trainer.stop_requested = True  # type: ignore[attr-defined]
+        log.warning("%s received: stopping after this step and saving checkpoints/last.pt (again to stop now)",
+                    signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
