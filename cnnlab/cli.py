@@ -10,10 +10,13 @@ import sys
 from importlib.resources import files
 
 from cnnlab.cli_errors import describe
+from cnnlab.config.resume_args import with_run_overrides
 from cnnlab.errors import UserErrorExit
 
 TASKS = {
     "train": ("cnnlab.tasks.train", "train a model (default task); add -m to sweep"),
+    "eval": ("cnnlab.tasks.eval", "evaluate a checkpoint: cnnlab eval ckpt=<run folder or .pt> [split=val] [tta=true]"),
+    "data": ("cnnlab.tasks.data", "class counts, image statistics and sample plots of a dataset"),
 }
 GROUPS = ("dataset", "model", "optimizer", "scheduler", "trainer", "sweeper", "experiment")
 
@@ -57,10 +60,15 @@ def main(argv: list[str] | None = None) -> None:
         if not args:
             args = ["train"]
         else:
-            print(usage())
+            try:
+                print(usage())
+            except BrokenPipeError:  # `cnnlab --help | head`
+                sys.stderr.close()
             return
     task = args.pop(0) if args[0] in TASKS else "train"
     module = importlib.import_module(TASKS[task][0])
+    if task == "train":
+        args = with_run_overrides(args)
     sys.argv = [f"cnnlab-{task}", *args]
     # Hydra then re-raises instead of printing its own multi-line report; we print one line below.
     os.environ["HYDRA_FULL_ERROR"] = "1"
@@ -71,7 +79,8 @@ def main(argv: list[str] | None = None) -> None:
         if message is None:
             raise
         print(f"cnnlab: error: {message}", file=sys.stderr)
-        sys.exit(2)
+        error = exc.error if isinstance(exc, UserErrorExit) else exc
+        sys.exit(getattr(error, "exit_code", 2))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,95 @@
+"""What a run folder answers: TensorBoard tags and values, plots, eval reproducing the test accuracy, stop rules."""
+
+import json
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from cnnlab.config.validate import validate_train_config
+from cnnlab.training.run import train
+from cnnlab.training.trainer import RunDiverged
+from conftest import run_dirs
+
+TINY = ["experiment=smoke", "device=cpu", "epochs=2", "dataset.train_size=600", "dataset.test_size=100",
+        "dataset.val_size=100", "batch_size=64"]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def train_in_process(cfg, run_dir: Path) -> dict:
+    validate_train_config(cfg)
+    train(cfg, run_dir)
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def test_tensorboard_holds_the_whole_story(compose_train, tmp_path: Path) -> None:
+    metrics = train_in_process(compose_train([*TINY, "trainer.log_graph=true"]), tmp_path)
+    events = EventAccumulator(str(tmp_path), size_guidance={"histograms": 0, "images": 0, "scalars": 0}).Reload()
+    tags = events.Tags()
+    scalars = set(tags["scalars"])
+    assert {"train/loss", "train/acc", "val/loss", "val/acc", "lr", "throughput/images_per_s", "time/epoch_s",
+            "test/acc", "test/loss", "hparam/best_val_acc", "hparam/test_acc"} <= scalars
+    assert {f"test/class_acc/class_{i}" for i in range(10)} <= scalars
+    assert events.Scalars("test/acc")[0].value == pytest.approx(metrics["test_acc"])
+    assert [e.value for e in events.Scalars("val/acc")] == pytest.approx([h["val/acc"] for h in metrics["history"]])
+    histograms = set(tags["histograms"])
+    assert any(t.startswith("weights/") for t in histograms) and any(t.startswith("grad_norm/") for t in histograms)
+    assert [e.step for e in events.Histograms(next(t for t in histograms if t.startswith("weights/")))] == [1, 2]
+    assert "train/augmented_samples" in tags["images"] and "test/confusion_matrix" in tags["images"]
+    assert tags["graph"]
+    # the HParams plugin data sits in this run's own event file (no extra sub-run folder)
+    assert events.PluginTagToContent("hparams")
+    assert [p for p in tmp_path.iterdir() if p.is_dir()] == [tmp_path / "checkpoints"]
+    for name in ("curves.png", "confusion_matrix.png"):
+        assert (tmp_path / name).read_bytes().startswith(PNG)
+    assert set(metrics["test_per_class_acc"]) == {f"class_{i}" for i in range(10)}
+
+
+def test_eval_reproduces_the_recorded_test_accuracy(run_cnnlab, tmp_path: Path) -> None:
+    assert run_cnnlab("train", *TINY).returncode == 0
+    (run,) = run_dirs(tmp_path / "outputs")
+    recorded = json.loads((run / "metrics.json").read_text())
+    result = run_cnnlab("eval", f"ckpt={run}")
+    assert result.returncode == 0, result.stderr
+    evaluation = json.loads((run / "eval.json").read_text())
+    assert evaluation["acc"] == recorded["test_acc"]
+    assert evaluation["split"] == "test" and evaluation["count"] == 100
+    assert sum(map(sum, evaluation["confusion"])) == 100
+    assert "confusion matrix" in result.stdout and f"{recorded['test_acc']:.4f}" in result.stdout
+    tta = run_cnnlab("eval", f"ckpt={run}/checkpoints/best.pt", "split=val", "tta=true")
+    assert tta.returncode == 0, tta.stderr
+    assert json.loads((run / "eval.json").read_text())["tta"] is True
+    assert run_cnnlab("eval", f"ckpt={tmp_path}/nowhere").returncode == 2
+
+
+def test_divergence_stops_at_once_with_a_hint(compose_train, tmp_path: Path) -> None:
+    cfg = compose_train([*TINY, "lr=1e6", "scheduler=none", "trainer.log_every=1"])
+    with pytest.raises(RunDiverged, match="learning rate"):
+        train_in_process(cfg, tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["status"] == "diverged" and "learning rate" in metrics["message"]
+    assert metrics["epochs_completed"] == 0
+
+
+def test_diverged_run_does_not_stop_a_sweep(run_cnnlab, tmp_path: Path) -> None:
+    result = run_cnnlab("-m", *TINY, "epochs=1", "scheduler=none", "trainer.log_every=1", "lr=1e6,0.1")
+    assert result.returncode == 0, result.stderr
+    statuses = sorted(json.loads((r / "metrics.json").read_text())["status"] for r in run_dirs(tmp_path / "outputs"))
+    assert statuses == ["completed", "diverged"]
+
+
+def test_early_stopping(compose_train, tmp_path: Path) -> None:
+    # lr=1e-9 learns nothing, so validation accuracy never improves after the first epoch
+    metrics = train_in_process(compose_train([*TINY, "epochs=6", "lr=1e-9", "trainer.patience=2"]), tmp_path)
+    assert metrics["stopped_by"] == "patience" and metrics["epochs_completed"] == 3
+
+
+def test_time_budget_fits_the_epochs(compose_train, tmp_path: Path) -> None:
+    import torch
+
+    metrics = train_in_process(compose_train([*TINY, "epochs=1", "trainer.time_budget=4s"]), tmp_path)
+    planned = torch.load(tmp_path / "checkpoints/last.pt", weights_only=True)["planned_epochs"]
+    assert metrics["status"] == "completed"
+    assert planned >= 2  # an epoch here takes well under a second: the budget, not `epochs`, sets the length
+    assert metrics["epochs_completed"] <= planned
+    assert metrics["train_time_s"] <= 4.0 + max(h["time/epoch_s"] for h in metrics["history"])
