@@ -131,7 +131,7 @@ def make_cifar_archive(tmp_path: Path) -> tuple[Path, str, tuple[np.ndarray, lis
     source = tmp_path / "archive-src"
     contents = write_cifar(source, seed=7)
     archive = tmp_path / "mirror" / "cifar-10-python.tar.gz"
-    archive.parent.mkdir()
+    archive.parent.mkdir(exist_ok=True)
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(source / "cifar-10-batches-py", arcname="cifar-10-batches-py")
     return archive, hashlib.md5(archive.read_bytes()).hexdigest(), contents
@@ -175,7 +175,7 @@ def http_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tup
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}", folder
@@ -214,12 +214,6 @@ def test_cifar10_unpacks_archive_already_in_root(tmp_path: Path) -> None:
     assert torch.equal(data.train.images, as_nchw(train_hwc))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cnnlab/data/cifar.py:73-82: a file:// url reaches torchvision's _urlretrieve, which reads response.length "
-    "(absent on file:// responses) and raises AttributeError; cifar.py catches only (URLError, OSError, RuntimeError), "
-    "so the download neither works nor becomes a UserError",
-)
 def test_cifar10_downloads_from_file_url(tmp_path: Path) -> None:
     """dataset.source.url=file:///path/cifar-10-python.tar.gz (a local mirror) downloads, unpacks and loads."""
     archive, md5, (train_hwc, _, _, _) = make_cifar_archive(tmp_path)
@@ -358,12 +352,6 @@ def test_mnist_unknown_variant_is_a_user_error(tmp_path: Path) -> None:
         load_mnist("KMNIST", str(tmp_path), download=False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cnnlab/data/mnist.py:31 catches only (RuntimeError, URLError, OSError); torchvision's idx reader raises "
-    "AssertionError for a bad magic number (and ValueError for an empty file), so a corrupt idx file escapes as a "
-    "traceback instead of a UserError (cifar.py wraps the same case)",
-)
 @pytest.mark.parametrize("content", [b"<!DOCTYPE html><html>proxy error</html>", b""], ids=["html", "empty"])
 def test_mnist_corrupt_idx_file_is_a_user_error(tmp_path: Path, content: bytes) -> None:
     """A file that is not idx at all (an HTML error page, an empty file) should give the one-line UserError."""

@@ -5,14 +5,17 @@ constructors the format needs, so a tampered data folder cannot run code.
 """
 
 import pickle
+import shutil
 from pathlib import Path
 from typing import Any
 from urllib.error import URLError
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import numpy as np
 import torch
 from torchvision.datasets import CIFAR10
-from torchvision.datasets.utils import download_and_extract_archive
+from torchvision.datasets.utils import check_integrity, download_url, extract_archive
 
 from cnnlab.data.types import ImageSet, SourceData
 from cnnlab.errors import UserError
@@ -65,15 +68,26 @@ def _read_classes(folder: Path) -> list[str]:
         return [str(name) for name in _BatchUnpickler(f, encoding="latin1").load()["label_names"]]
 
 
+def _fetch(url: str, root: Path, md5: str) -> None:
+    """Get the archive into root unless a verified copy is there (file:// mirrors are copied), then unpack it."""
+    archive = root / CIFAR10.filename
+    if not check_integrity(str(archive), md5):
+        if url.startswith("file://"):
+            root.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(url2pathname(urlparse(url).path), archive)
+        else:
+            download_url(url, str(root), filename=CIFAR10.filename, md5=md5)
+        if not check_integrity(str(archive), md5):
+            raise RuntimeError(f"{archive} from {url} does not match md5 {md5}")
+    extract_archive(str(archive), str(root))
+
+
 def load_cifar10(root: str, download: bool = True, url: str | None = None, md5: str | None = None) -> SourceData:
     """Read CIFAR-10 under `root`, downloading and checking the official archive first if needed."""
     folder = Path(root).expanduser() / BATCH_DIR
     if not folder.is_dir() and download:
         try:
-            download_and_extract_archive(
-                url or CIFAR10.url, str(Path(root).expanduser()), filename=CIFAR10.filename,
-                md5=md5 or CIFAR10.tgz_md5,
-            )
+            _fetch(url or CIFAR10.url, Path(root).expanduser(), md5 or CIFAR10.tgz_md5)
         except (URLError, OSError, RuntimeError) as e:
             raise UserError(
                 f"cifar10: no data in {folder} and the download failed ({e}); put {CIFAR10.filename} in "

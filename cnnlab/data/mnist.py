@@ -35,4 +35,9 @@ def load_mnist(variant: str, root: str, download: bool = True) -> SourceData:
             f"{'the download failed' if download else 'download is off'} ({str(e).splitlines()[0]}); "
             f"put the four idx files there, set dataset.root=<folder with {variant}/raw>, or use dataset=synthetic"
         ) from e
+    except (AssertionError, ValueError) as e:  # torchvision's idx reader asserts on a wrong magic number
+        raise UserError(
+            f"{variant}: the idx files in {Path(root) / variant / 'raw'} are corrupt or not {variant} files; "
+            "delete them to download again, or replace them with the official ones"
+        ) from e
     return SourceData(train, test, [str(c) for c in cls.classes])
