@@ -56,7 +56,7 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path: Path) -> None:
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     reference = cnnlab(*RUN, f"hydra.run.dir={straight}", cwd=tmp_path)
     victim = cnnlab(*RUN, f"hydra.run.dir={killed}", cwd=tmp_path)
-    wait_for(lambda: epochs_done(killed) >= 1)
+    wait_for(lambda: (killed / "checkpoints" / "last.pt").exists())
     time.sleep(0.4)  # into the middle of epoch 2
     victim.send_signal(signal.SIGKILL)
     victim.wait()
