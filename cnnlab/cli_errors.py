@@ -1,5 +1,7 @@
 """Turn the exceptions a user's mistake can raise into one line that says what is wrong and how to fix it."""
 
+import re
+
 from hydra.errors import (
     CompactHydraException,
     InstantiationException,
@@ -33,6 +35,10 @@ def describe(exc: BaseException) -> str | None:
         cause = exc.__cause__
         key = next((line.split(":", 1)[1].strip() for line in str(exc).splitlines() if line.startswith("full_key:")), "config")
         return f"cannot build {key}: {cause if cause is not None else _first_lines(str(exc))}"
+    missing = re.search(r"Missing mandatory value: ([\w.]+)", str(exc))
+    if isinstance(exc, OmegaConfBaseException) and missing:
+        key = missing.group(1)
+        return f"{key} is required: pass {key}=... on the command line (see cnnlab --help)"
     if isinstance(exc, CompactHydraException | OmegaConfBaseException):
         return _first_lines(str(exc))
     return None
