@@ -25,13 +25,18 @@ def _require(ok: bool, key: str, value: Any, rule: str, example: str) -> None:
         raise UserError(f"{key}={value!r} is invalid: {rule} (for example {example})")
 
 
-def validate_train_config(cfg: DictConfig) -> None:
-    """Raise UserError naming the first bad value and how to fix it."""
-    if OmegaConf.is_missing(cfg.dataset, "root"):
+def check_dataset_root(dataset: DictConfig) -> None:
+    """imagefolder has no default root; say so before anything else is loaded."""
+    if OmegaConf.is_missing(dataset, "root"):
         raise UserError(
-            f"dataset.root is not set for dataset={cfg.dataset.name}: "
+            f"dataset.root is not set for dataset={dataset.name}: "
             "pass dataset.root=/path/to/images (a folder with one subfolder per class)"
         )
+
+
+def validate_train_config(cfg: DictConfig) -> None:
+    """Raise UserError naming the first bad value and how to fix it."""
+    check_dataset_root(cfg.dataset)
     lr, bs, epochs, wd = cfg.lr, cfg.batch_size, cfg.epochs, cfg.weight_decay
     _require(_is_number(lr) and lr > 0, "lr", lr, "must be a number > 0", "lr=0.05")
     _require(_is_int(bs) and bs > 0, "batch_size", bs, "must be a whole number > 0", "batch_size=256")

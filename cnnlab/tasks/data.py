@@ -5,9 +5,10 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 import cnnlab.config.resolvers  # noqa: F401 - registers the resolvers the configs use
+from cnnlab.config.validate import check_dataset_root
 from cnnlab.errors import UserError
 from cnnlab.tasks.common import run_task
 
@@ -16,8 +17,7 @@ log = logging.getLogger("cnnlab")
 
 def check_config(cfg: DictConfig) -> None:
     """Fail on a bad value in well under a second, before torch and the data set are loaded."""
-    if OmegaConf.is_missing(cfg.dataset, "root"):
-        raise UserError(f"dataset.root is not set for dataset={cfg.dataset.name}: pass dataset.root=/path/to/images")
+    check_dataset_root(cfg.dataset)
     per_class = cfg.samples_per_class
     if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class <= 0:
         raise UserError(f"samples_per_class={per_class!r} is invalid: must be a whole number > 0 (for example samples_per_class=8)")
@@ -70,6 +70,7 @@ def data_task(cfg: DictConfig, run_dir: Path) -> None:
     from cnnlab.checkpoints.atomic import atomic_json_dump
     from cnnlab.data.overview import pick_samples, summarize
     from cnnlab.tracking.plots import save_class_distribution, save_samples
+
     source = instantiate(cfg.dataset.source)
     summary = summarize(source)
     print_overview(cfg.dataset.name, summary)

@@ -30,6 +30,11 @@ class MetricsFileSink(Sink):
             history = [h for h in previous.get("history", []) if h["epoch"] <= resume_epoch]
             self.metrics.update(history=history, epochs_completed=resume_epoch)
 
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """Per-epoch metrics so far (on resume: those up to the checkpoint)."""
+        return self.metrics["history"]
+
     def _write(self) -> None:
         atomic_json_dump(self.metrics, self.path)
 

@@ -10,6 +10,7 @@ from torch import nn
 from torch.optim import Optimizer
 
 from cnnlab.data.loader import BatchLoader
+from cnnlab.training.device import synchronize
 
 @torch.no_grad()
 def _eval_seconds(model: nn.Module, loader: BatchLoader) -> float:
@@ -18,13 +19,8 @@ def _eval_seconds(model: nn.Module, loader: BatchLoader) -> float:
     model(images)
     start = time.perf_counter()
     model(images)
-    _sync(images.device)
+    synchronize(images.device)
     return (time.perf_counter() - start) * len(loader)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def plan_epochs(
@@ -46,7 +42,7 @@ def plan_epochs(
         optimizer.zero_grad(set_to_none=True)
         loss_fn(probe(images), labels).backward()
         optimizer.step()
-        _sync(images.device)
+        synchronize(images.device)
         timings.append(time.perf_counter() - start)
     step_s = sorted(timings[1:])[len(timings[1:]) // 2]  # median, without the warm-up step
     epoch_s = step_s * len(train) + _eval_seconds(probe, val)

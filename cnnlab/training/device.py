@@ -30,6 +30,12 @@ def autocast_dtype(device: torch.device, amp: bool | str) -> torch.dtype | None:
     return torch.bfloat16
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for queued CUDA work, so wall-clock timings measure the work and not its launch."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
     """Mixed precision in `dtype` on `device`, or nothing when dtype is None."""
     return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)

@@ -97,7 +97,7 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
         TerminalSink(),
         TensorBoardSink(run_dir, hparam_values(cfg), purge_step=resume_epoch + 1 if checkpoint else None),
         metrics_sink,
-        PlotFilesSink(run_dir, list(metrics_sink.metrics["history"])),
+        PlotFilesSink(run_dir, list(metrics_sink.history)),
     ])
     trainer = Trainer(
         torch.compile(model) if cfg.compile else model, optimizer, scheduler, device=device, tracker=tracker,

@@ -18,7 +18,7 @@ from cnnlab.checkpoints.store import CheckpointStore
 from cnnlab.data.loader import BatchLoader
 from cnnlab.errors import UserError
 from cnnlab.tracking.tracker import Sink
-from cnnlab.training.device import autocast
+from cnnlab.training.device import autocast, synchronize
 from cnnlab.training.report import predict
 
 
@@ -90,10 +90,14 @@ class Trainer:
         self.histograms = histograms
         self._grad_norms: list[torch.Tensor] = []
 
+    @property
+    def plain_model(self) -> nn.Module:
+        """The model itself, unwrapped from torch.compile (whose wrapper prefixes every state key)."""
+        return getattr(self.model, "_orig_mod", self.model)
+
     def _layers(self) -> list[tuple[str, nn.Parameter]]:
         """Conv and linear weights (the tensors whose distributions are worth watching)."""
-        model = getattr(self.model, "_orig_mod", self.model)
-        return [(name.removesuffix(".weight"), p) for name, p in model.named_parameters() if p.ndim > 1]
+        return [(name.removesuffix(".weight"), p) for name, p in self.plain_model.named_parameters() if p.ndim > 1]
 
     def _record_grad_norms(self) -> None:
         layers = self._layers()
@@ -109,10 +113,6 @@ class Trainer:
         grad_norms = {name: norms[:, i] for i, (name, _) in enumerate(layers)} if norms.numel() else {}
         self.tracker.tensors(self.epoch, weights, grad_norms)
         self._grad_norms = []
-
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
 
     def _check_loss(self, loss: float, step: int) -> None:
         where = f"epoch {self.epoch + 1} step {step}"
@@ -171,7 +171,7 @@ class Trainer:
                 raise RunInterrupted(f"interrupted at epoch {self.epoch + 1} step {step}")
             if self._out_of_time(start):
                 break
-        self._sync()
+        synchronize(self.device)
         elapsed = time.perf_counter() - start
         self.position = EpochPosition()
         return {
@@ -229,10 +229,9 @@ class Trainer:
         return FitResult(self.best_val_acc or 0.0, self.epoch, self.train_time_s, stopped_by)
 
     def state_dict(self) -> dict[str, Any]:
-        model = getattr(self.model, "_orig_mod", self.model)  # unwrap torch.compile
         pos = self.position
         return {
-            "model": model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "model": self.plain_model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "epoch": self.epoch,
             "global_step": self.global_step, "best_val_acc": self.best_val_acc, "train_time_s": self.train_time_s,
             "epochs_since_best": self.epochs_since_best, "first_loss": self.first_loss,
@@ -241,7 +240,7 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        getattr(self.model, "_orig_mod", self.model).load_state_dict(state["model"])
+        self.plain_model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
