@@ -10,15 +10,16 @@ import sys
 from importlib.resources import files
 
 from cnnlab.cli_errors import describe
-from cnnlab.config.resume_args import with_run_overrides
+from cnnlab.config.resume_args import with_run_overrides, with_sweep_overrides
 from cnnlab.errors import UserErrorExit
 
 TASKS = {
     "train": ("cnnlab.tasks.train", "train a model (default task); add -m to sweep"),
     "eval": ("cnnlab.tasks.eval", "evaluate a checkpoint: cnnlab eval ckpt=<run folder or .pt> [split=val] [tta=true]"),
     "data": ("cnnlab.tasks.data", "class counts, image statistics and sample plots of a dataset"),
+    "report": ("cnnlab.tasks.report", "rank a sweep's trials, write report.md, trials.csv and plots: cnnlab report <sweep folder>"),
 }
-GROUPS = ("dataset", "model", "optimizer", "scheduler", "trainer", "sweeper", "experiment")
+GROUPS = ("dataset", "model", "optimizer", "scheduler", "trainer", "sweeper", "pruner", "launcher", "experiment")
 
 
 def config_options(group: str) -> list[str]:
@@ -37,7 +38,8 @@ def usage() -> str:
         "config groups (pick one option with group=option):",
         *(f"  {group:<11}{', '.join(config_options(group))}" for group in GROUPS),
         "",
-        "top-level keys: lr, batch_size, epochs, weight_decay, seed, device (auto|cpu|cuda|cuda:N), compile",
+        "top-level keys: lr, batch_size, epochs, weight_decay, seed, device (auto|cpu|cuda|cuda:N), compile,\n"
+        "                resume=<run folder>, from_sweep=<sweep folder>",
         "",
         "errors are reported in one line; add --debug (or set HYDRA_FULL_ERROR=1) for the full traceback",
         "",
@@ -45,11 +47,28 @@ def usage() -> str:
         "  cnnlab train model=efficient",
         "  cnnlab train dataset=imagefolder dataset.root=/data/my-images",
         "  cnnlab -m lr=0.01,0.1 batch_size=256,512",
+        "  cnnlab -m sweeper=tpe 'lr=tag(log,interval(1e-3,1))' hydra.sweeper.n_trials=20",
+        "  cnnlab report outputs/sweeps/<date>/<time>      cnnlab train from_sweep=<that folder>",
         "  cnnlab train experiment=smoke",
         "  cnnlab train --cfg job          print the composed config and exit",
         "  cnnlab train --help             Hydra's help with the full config",
     ]
     return "\n".join(lines)
+
+
+def expose_sweeper_plugin() -> None:
+    """Let Hydra's plugin scan see cnnlab's sweeper in an editable install too.
+
+    Hydra lists plugins by walking the `hydra_plugins` folders on disk; an editable install
+    (`pip install -e .`) maps our folder through an import hook the walk cannot see, so the folder
+    is added to the package's search path here. A regular install needs nothing and is left alone.
+    """
+    import hydra_plugins
+    import hydra_plugins.cnnlab_sweeper
+
+    folder = os.path.dirname(os.path.dirname(hydra_plugins.cnnlab_sweeper.__file__))
+    if folder not in list(hydra_plugins.__path__):
+        hydra_plugins.__path__ = [*hydra_plugins.__path__, folder]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -67,12 +86,13 @@ def main(argv: list[str] | None = None) -> None:
             return
     task = args.pop(0) if args[0] in TASKS else "train"
     module = importlib.import_module(TASKS[task][0])
-    if task == "train":
-        args = with_run_overrides(args)
-    sys.argv = [f"cnnlab-{task}", *args]
+    expose_sweeper_plugin()
     # Hydra then re-raises instead of printing its own multi-line report; we print one line below.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
+        if task == "train":
+            args = with_sweep_overrides(with_run_overrides(args))
+        sys.argv = [f"cnnlab-{task}", *args]
         module.main()
     except (Exception, UserErrorExit) as exc:
         message = None if debug else describe(exc)

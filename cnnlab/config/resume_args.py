@@ -1,7 +1,9 @@
-"""`cnnlab train resume=<run>` continues with the overrides that run was started with.
+"""Commands that start from an earlier run's settings put that run's overrides before the new command line.
 
-The run's `.hydra/overrides.yaml` is put before the new command line, so a user types only
-`resume=<run>` (plus `epochs=N` to train longer); a new value for the same key replaces the old one.
+    cnnlab train resume=<run>           continue a run with the overrides it was started with
+    cnnlab train from_sweep=<sweep>     train the best trial of a sweep again (or from_sweep=<sweep>/<trial>)
+
+A user types only the new part (`epochs=30`); a new value for the same key replaces the saved one.
 """
 
 from pathlib import Path
@@ -10,22 +12,45 @@ import yaml
 
 from cnnlab.config.resolvers import run_dir_of
 
+SWEEP_ONLY = ("sweeper", "pruner", "launcher")  # groups that mean nothing to a single run
+
 
 def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
-def with_run_overrides(args: list[str]) -> list[str]:
-    """Prepend the resumed run's own overrides (those the new command line does not set again)."""
-    resume = next((a.split("=", 1)[1] for a in args if a.startswith("resume=")), None)
-    if not resume:
-        return args
-    saved = Path(run_dir_of(resume)) / ".hydra" / "overrides.yaml"
-    if not saved.is_file():
-        return args
+def _value_of(args: list[str], key: str) -> str | None:
+    return next((a.split("=", 1)[1] for a in args if a.startswith(f"{key}=")), None)
+
+
+def saved_overrides(run_dir: Path) -> list[str]:
+    """The overrides a run or trial was started with ([] when its snapshot is missing or damaged)."""
+    saved = run_dir / ".hydra" / "overrides.yaml"
     try:
         previous = yaml.safe_load(saved.read_text()) or []
-    except yaml.YAMLError:
-        return args  # the run's snapshot is damaged: the checkpoint's config check still guards the resume
+    except (OSError, yaml.YAMLError):
+        return []  # on resume, the checkpoint's config check still guards against a mismatch
+    return [o for o in previous if isinstance(o, str)] if isinstance(previous, list) else []
+
+
+def _prepend(args: list[str], previous: list[str], drop: tuple[str, ...]) -> list[str]:
     given = {_key(a) for a in args if "=" in a}
-    return [o for o in previous if isinstance(o, str) and _key(o) not in given and _key(o) != "resume"] + args
+    return [o for o in previous if _key(o) not in given and _key(o) not in drop] + args
+
+
+def with_run_overrides(args: list[str]) -> list[str]:
+    """Prepend the resumed run's own overrides (those the new command line does not set again)."""
+    resume = _value_of(args, "resume")
+    if not resume:
+        return args
+    return _prepend(args, saved_overrides(Path(run_dir_of(resume))), ("resume",))
+
+
+def with_sweep_overrides(args: list[str]) -> list[str]:
+    """Prepend the overrides of a sweep's best trial (or of the trial folder given)."""
+    target = _value_of(args, "from_sweep")
+    if not target:
+        return args
+    from cnnlab.sweeps.results import best_trial_dir
+
+    return _prepend(args, saved_overrides(best_trial_dir(target)), ("from_sweep", "resume", *SWEEP_ONLY))

@@ -9,13 +9,18 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from cnnlab.errors import UserErrorExit, find_user_error
+from cnnlab.sweeps.trial import in_cnnlab_sweep
 
 log = logging.getLogger("cnnlab")
 T = TypeVar("T")
 
 
 def run_task(work: Callable[[DictConfig, Path], T], cfg: DictConfig) -> T:
-    """Run `work(cfg, run_dir)`; a user error goes to the log file and leaves as UserErrorExit for the CLI."""
+    """Run `work(cfg, run_dir)`; a user error goes to the log file and leaves as UserErrorExit for the CLI.
+
+    Inside a cnnlab search the error stays an ordinary exception: the launcher records the trial as
+    failed and the search goes on (Hydra's grid sweeper stops at it, as before).
+    """
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         return work(cfg, run_dir)
@@ -25,4 +30,6 @@ def run_task(work: Callable[[DictConfig, Path], T], cfg: DictConfig) -> T:
             log.exception("run failed; its folder is %s", run_dir)
             raise
         log.error("%s", user_error, extra={"file_only": True})
+        if in_cnnlab_sweep():
+            raise
         raise UserErrorExit(user_error) from e

@@ -17,11 +17,12 @@ log = logging.getLogger("cnnlab")
 
 def train_task(cfg: DictConfig, run_dir: Path) -> float:
     validate_train_config(cfg)  # before torch is even imported: a typo fails in well under a second
+    from cnnlab.sweeps.trial import pruning_rule
     from cnnlab.training.run import train
     from cnnlab.training.trainer import RunDiverged
 
     try:
-        return train(cfg, run_dir)
+        return train(cfg, run_dir, prune=pruning_rule(cfg))
     except RunDiverged as e:
         if HydraConfig.get().mode != RunMode.MULTIRUN:
             raise

@@ -9,6 +9,7 @@ from cnnlab.tracking.tracker import Sink
 
 SUMMARY_KEYS = (
     "status", "best_val_acc", "test_acc", "test_loss", "epochs_completed", "train_time_s", "stopped_by", "message",
+    "pruned_at_epoch", "latency_ms",
 )
 
 

@@ -17,7 +17,7 @@ from torchvision.utils import make_grid
 
 from cnnlab.checkpoints.store import CheckpointStore, find_checkpoint, load_checkpoint, restore_rng_states
 from cnnlab.data.build import DataBundle, build_data
-from cnnlab.models.stats import count_macs, count_parameters
+from cnnlab.models.stats import count_macs, count_parameters, measure_latency_ms
 from cnnlab.tracking.metrics_file import MetricsFileSink
 from cnnlab.tracking.plot_files import PlotFilesSink
 from cnnlab.tracking.tensorboard import TensorBoardSink
@@ -30,7 +30,7 @@ from cnnlab.training.optim import build_optimizer
 from cnnlab.training.report import classification_report
 from cnnlab.training.resume import check_resumable
 from cnnlab.training.signals import graceful_stop
-from cnnlab.training.trainer import RunDiverged, RunInterrupted, StopRules, Trainer
+from cnnlab.training.trainer import PruneRule, RunDiverged, RunInterrupted, StopRules, Trainer
 
 log = logging.getLogger("cnnlab")
 
@@ -59,10 +59,11 @@ def augmented_sample_grid(data: DataBundle, count: int = 32) -> torch.Tensor:
     return make_grid(images.cpu(), nrow=8, padding=2)
 
 
-def train(cfg: DictConfig, run_dir: Path) -> float:
+def train(cfg: DictConfig, run_dir: Path, prune: PruneRule | None = None) -> float:
     """Train, validate every epoch, test once at the end; return the best validation accuracy.
 
-    Expects a config that passed validate_train_config (the train task checks it first).
+    Expects a config that passed validate_train_config (the train task checks it first). `prune`, in a
+    search, sees each epoch's metrics and may stop the run early (status "pruned").
     """
     config = OmegaConf.to_container(cfg, resolve=True)
     checkpoint = None
@@ -104,7 +105,7 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
         label_smoothing=cfg.trainer.label_smoothing, amp_dtype=autocast_dtype(device, cfg.trainer.amp),
         log_every=cfg.trainer.log_every, histograms=cfg.trainer.histograms,
         checkpoints=CheckpointStore(run_dir / "checkpoints", config, {"planned_epochs": epochs}),
-        rules=StopRules(cfg.trainer.patience, cfg.trainer.divergence_factor, budget_s),
+        rules=StopRules(cfg.trainer.patience, cfg.trainer.divergence_factor, budget_s, prune),
     )
     if checkpoint:
         trainer.load_state_dict(checkpoint)
@@ -145,11 +146,15 @@ def run_fit(trainer: Trainer, tracker: Tracker, data: DataBundle, epochs: int, i
         try:
             with graceful_stop(trainer):
                 result = trainer.fit(data.train, data.val, epochs)
+            if result.stopped_by == "pruned":  # a search stopped it: the test split is not worth the time
+                summary.update(status="pruned", stopped_by="pruned", pruned_at_epoch=result.epochs_completed)
+                return trainer.best_val_acc or 0.0
             split, loader = ("test", data.test) if data.test is not None else ("val", data.val)
             logits, labels = trainer.predict(loader)
             report = classification_report(logits, labels, len(data.classes))
             tracker.evaluation(split, report, data.classes, result.epochs_completed)
-            summary.update(status="completed", stopped_by=result.stopped_by)
+            summary.update(status="completed", stopped_by=result.stopped_by,
+                           latency_ms=measure_latency_ms(trainer.plain_model, next(iter(data.val))[0]))
             if split == "test":
                 summary.update(test_acc=report["acc"], test_loss=report["loss"])
         except RunDiverged as e:

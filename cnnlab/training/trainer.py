@@ -6,6 +6,7 @@ epoch after an interrupt - is in `state_dict()`, so a resumed run repeats no ste
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,9 @@ from cnnlab.errors import UserError
 from cnnlab.tracking.tracker import Sink
 from cnnlab.training.device import autocast, synchronize
 from cnnlab.training.report import predict
+
+
+PruneRule = Callable[[int, dict[str, float]], bool]  # (epoch, that epoch's metrics) -> stop the run now?
 
 
 class RunDiverged(UserError):
@@ -39,6 +43,7 @@ class StopRules:
     patience: int | None = None           # epochs without a better validation accuracy
     divergence_factor: float | None = 10  # stop when the loss exceeds this multiple of its first value
     time_budget_s: float | None = None    # training seconds (resumed runs count their earlier time)
+    prune: PruneRule | None = None           # a search's pruner, asked after each epoch
 
 
 @dataclass
@@ -46,7 +51,7 @@ class FitResult:
     best_val_acc: float
     epochs_completed: int
     train_time_s: float
-    stopped_by: str | None  # None (all epochs ran), "patience" or "time_budget"
+    stopped_by: str | None  # None (all epochs ran), "patience", "time_budget" or "pruned"
 
 
 @dataclass
@@ -215,13 +220,16 @@ class Trainer:
             if improved:
                 self.best_val_acc = val_stats["acc"]
             self.epochs_since_best = 0 if improved else self.epochs_since_best + 1
-            self.tracker.epoch_ended(self.epoch, {
+            metrics = {
                 "train/loss": stats["loss"], "train/acc": stats["acc"], "val/loss": val_stats["loss"],
                 "val/acc": val_stats["acc"], "lr": lr, "throughput/images_per_s": stats["images_per_s"],
                 "time/epoch_s": epoch_time,
-            })
+            }
+            self.tracker.epoch_ended(self.epoch, metrics)
             self._report_tensors()
             self._save(best=improved)
+            if stopped_by is None and self.epoch < epochs and self.rules.prune is not None and self.rules.prune(self.epoch, metrics):
+                stopped_by = "pruned"
             if stopped_by is None and self.rules.patience is not None and self.epochs_since_best >= self.rules.patience:
                 stopped_by = "patience"
             if stopped_by is None and self.rules.time_budget_s is not None and self.train_time_s >= self.rules.time_budget_s:

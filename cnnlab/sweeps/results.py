@@ -1,0 +1,128 @@
+"""What a sweep folder holds, read back from its run folders: one row per trial, ranked, and the best command.
+
+Only files every launcher writes are read (multirun.yaml, each job's .hydra/overrides.yaml and
+metrics.json), so grid and Optuna sweeps, local and SLURM runs, are reported the same way.
+"""
+
+import math
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+from cnnlab.config.resume_args import SWEEP_ONLY, saved_overrides
+from cnnlab.errors import UserError
+from cnnlab.sweeps.study import read_metrics
+from cnnlab.sweeps.trial import SWEEPER_TARGET
+
+DEFAULT_OBJECTIVES = {"best_val_acc": "maximize"}
+
+
+@dataclass
+class TrialRow:
+    number: int
+    run_dir: Path
+    status: str                      # completed, pruned, diverged, failed, interrupted, running
+    params: dict[str, str]           # swept key -> value as written in the trial's overrides
+    overrides: list[str]             # every override the trial ran with
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def value(self, metric: str) -> float | None:
+        value = self.metrics.get(metric)
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        return float(value) if ok else None
+
+
+@dataclass
+class SweepResults:
+    sweep_dir: Path
+    objectives: dict[str, str]
+    searched: list[str]              # the swept keys, in command-line order
+    sampler: str                     # "grid" or the Optuna sampler's class name
+    rows: list[TrialRow]             # ranked: completed by the first objective, then pruned, then the rest
+
+    @property
+    def best(self) -> TrialRow | None:
+        return self.rows[0] if self.rows and self.rows[0].status == "completed" else None
+
+    def pareto_front(self) -> list[TrialRow]:
+        """Completed trials no other completed trial beats on every objective (multi-objective sweeps)."""
+        done = [r for r in self.rows if r.status == "completed" and all(r.value(m) is not None for m in self.objectives)]
+
+        def signed(row: TrialRow) -> list[float]:
+            return [row.value(m) * (1 if d == "maximize" else -1) for m, d in self.objectives.items()]
+
+        def dominated(a: list[float], b: list[float]) -> bool:
+            return all(y >= x for x, y in zip(a, b)) and any(y > x for x, y in zip(a, b))
+
+        scores = {r.number: signed(r) for r in done}
+        return [r for r in done if not any(dominated(scores[r.number], scores[o.number]) for o in done if o is not r)]
+
+
+def best_command(row: TrialRow) -> str:
+    return "cnnlab train " + " ".join(shlex.quote(o) for o in row.overrides)
+
+
+def _swept_keys(multirun: Any) -> list[str]:
+    """Keys given as sweeps on the command line, plus the sweeper's params from the config."""
+    parser = OverridesParser.create()
+    task = [str(o) for o in OmegaConf.select(multirun, "hydra.overrides.task", default=[]) or []]
+    keys = [o.key_or_group for o in parser.parse_overrides(task) if o.is_sweep_override()]
+    params = OmegaConf.select(multirun, "hydra.sweeper.params", default=None) or {}
+    return keys + [str(k) for k in params if str(k) not in keys]
+
+
+def _key_value(override: str) -> tuple[str, str]:
+    key, _, value = override.partition("=")
+    return key.lstrip("+~"), value
+
+
+def _read_row(job_dir: Path, searched: list[str]) -> TrialRow | None:
+    if not job_dir.name.isdigit() or not (job_dir / ".hydra" / "overrides.yaml").is_file():
+        return None
+    overrides = [o for o in saved_overrides(job_dir) if _key_value(o)[0] not in SWEEP_ONLY]
+    pairs = dict(_key_value(o) for o in overrides)
+    metrics = read_metrics(job_dir) or {}
+    return TrialRow(
+        number=int(job_dir.name), run_dir=job_dir, status=str(metrics.get("status", "failed")),
+        params={k: pairs[k] for k in searched if k in pairs}, overrides=overrides, metrics=metrics,
+    )
+
+
+def _rank_key(row: TrialRow, metric: str, direction: str) -> tuple[int, float, int]:
+    order = {"completed": 0, "pruned": 1}.get(row.status, 2)
+    value = row.value(metric)
+    score = (value if direction == "maximize" else -value) if value is not None else -math.inf
+    return order, -score, row.number
+
+
+def load_sweep(sweep_dir: Path) -> SweepResults:
+    """Read a sweep folder; a UserError says what is missing when it is not one."""
+    sweep_dir = Path(sweep_dir).expanduser()
+    multirun_file = sweep_dir / "multirun.yaml"
+    if not multirun_file.is_file():
+        hint = "it does not exist" if not sweep_dir.exists() else "it has no multirun.yaml"
+        raise UserError(f"{sweep_dir} is not a sweep folder ({hint}); sweeps are under outputs/sweeps/<date>/<time>")
+    multirun = OmegaConf.load(multirun_file)
+    ours = OmegaConf.select(multirun, "hydra.sweeper._target_", default=None) == SWEEPER_TARGET
+    objectives = dict(OmegaConf.to_container(multirun.hydra.sweeper.objectives)) if ours else dict(DEFAULT_OBJECTIVES)
+    sampler = str(OmegaConf.select(multirun, "hydra.sweeper.sampler._target_")).rsplit(".", 1)[-1] if ours else "grid"
+    searched = _swept_keys(multirun)
+    rows = [row for job in sweep_dir.iterdir() if job.is_dir() and (row := _read_row(job, searched)) is not None]
+    metric, direction = next(iter(objectives.items()))
+    rows.sort(key=lambda r: _rank_key(r, metric, direction))
+    return SweepResults(sweep_dir, objectives, searched, sampler, rows)
+
+
+def best_trial_dir(target: str) -> Path:
+    """`from_sweep=`: a sweep folder (its best trial) or one trial's folder inside it."""
+    path = Path(target).expanduser()
+    if path.name.isdigit() and (path / ".hydra" / "overrides.yaml").is_file():
+        return path
+    best = load_sweep(path).best
+    if best is None:
+        raise UserError(f"no trial in {path} completed, so it has no best configuration to re-run")
+    return best.run_dir

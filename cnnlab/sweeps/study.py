@@ -1,0 +1,86 @@
+"""The Optuna study behind a sweep: where it is stored, what it optimizes, and what each trial's run reported.
+
+The study lives in storage the sweep and every trial open on their own (a journal file in the sweep
+folder by default), so trials can report epochs and be pruned from any launcher's processes, and a
+sweep started again on the same folder continues where it stopped.
+"""
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import BaseStorage
+from optuna.storages.journal import JournalFileBackend, JournalStorage
+from optuna.trial import FrozenTrial, TrialState
+
+from cnnlab.errors import UserError
+
+JOURNAL_FILE = "study.journal"
+DIRECTIONS = ("maximize", "minimize")
+
+
+def open_storage(url: str | None, sweep_dir: Path) -> BaseStorage | str:
+    """None: a journal file in the sweep folder; a path ending in .journal: that file; else an RDB URL."""
+    if url in (None, ""):
+        return JournalStorage(JournalFileBackend(str(sweep_dir / JOURNAL_FILE)))
+    text = str(url)
+    if "://" not in text:
+        if not text.endswith(".journal"):
+            raise UserError(
+                f"hydra.sweeper.storage={text!r} is not a storage: use null (a journal file in the sweep folder), "
+                "a path ending in .journal, or a database URL such as sqlite:///study.db"
+            )
+        path = Path(text).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    return text
+
+
+def check_objectives(objectives: Mapping[str, str]) -> dict[str, str]:
+    """{metrics.json key: maximize|minimize}, in order: the first one ranks the trials."""
+    result = {str(k): str(v) for k, v in (objectives or {}).items()}
+    if not result:
+        raise UserError("hydra.sweeper.objectives is empty: give at least one, for example {best_val_acc: maximize}")
+    for metric, direction in result.items():
+        if direction not in DIRECTIONS:
+            raise UserError(f"hydra.sweeper.objectives.{metric}={direction!r} is invalid: use maximize or minimize")
+    return result
+
+
+def counts_toward_budget(trial: FrozenTrial) -> bool:
+    """Trials that ran to an end; those cut off by a dead sweep are retried and do not count."""
+    return trial.state.is_finished() and not trial.user_attrs.get("interrupted", False)
+
+
+def requeue_interrupted(study: optuna.Study) -> list[int]:
+    """Trials still RUNNING when the sweep starts died with an earlier sweep: mark them and queue their params again."""
+    numbers = []
+    for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        trial = optuna.trial.Trial(study, frozen._trial_id)
+        trial.set_user_attr("interrupted", True)
+        trial.set_user_attr("status", "interrupted")
+        study.tell(frozen.number, state=TrialState.FAIL)
+        study.enqueue_trial(frozen.params, user_attrs={"retry_of": frozen.number})
+        numbers.append(frozen.number)
+    return numbers
+
+
+def read_metrics(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def objective_values(metrics: Mapping[str, Any], objectives: Mapping[str, str]) -> list[float] | str:
+    """The objective values a finished run reported, or the reason they are unusable."""
+    values = []
+    for metric in objectives:
+        value = metrics.get(metric)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            return f"metrics.json has no usable {metric!r} (got {value!r})"
+        values.append(float(value))
+    return values

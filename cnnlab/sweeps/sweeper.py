@@ -1,0 +1,227 @@
+"""The cnnlab sweep: ask Optuna for trials, launch them through Hydra's launcher, tell Optuna what they reached.
+
+Trials are asked `n_jobs` at a time and launched as one batch, so a parallel launcher (joblib, SLURM)
+runs them at once. Each trial's folder is named by its trial number. Everything the sweep knows is in
+the study's storage: run the same command with the same hydra.sweep.dir to continue a stopped sweep.
+"""
+
+import fcntl
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import optuna
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.types import HydraContext, TaskFunction
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from optuna.trial import Trial, TrialState
+
+from cnnlab.errors import UserError, find_user_error
+from cnnlab.sweeps.space import SearchSpace, parse_search_space
+from cnnlab.sweeps.study import (
+    check_objectives, counts_toward_budget, objective_values, open_storage, read_metrics, requeue_interrupted,
+)
+
+log = logging.getLogger("cnnlab")
+
+
+class SweepInterrupted(UserError):
+    exit_code = 130
+
+
+@contextmanager
+def exclusive(sweep_dir: Path) -> Iterator[None]:
+    """One sweep process per folder: a second one on the same folder would run the same trials twice."""
+    with open(sweep_dir / ".sweep.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"another sweep is running in {sweep_dir}; wait for it or use another hydra.sweep.dir") from None
+        yield
+
+
+def _whole(value: Any, key: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UserError(f"hydra.sweeper.{key}={value!r} is invalid: must be a whole number >= {minimum}")
+    return value
+
+
+def _consecutive(trials: Sequence[Trial]) -> Iterator[list[Trial]]:
+    """Runs of trials with consecutive numbers: a launch numbers its jobs from one starting index."""
+    run: list[Trial] = []
+    for trial in trials:
+        if run and trial.number != run[-1].number + 1:
+            yield run
+            run = []
+        run.append(trial)
+    if run:
+        yield run
+
+
+def _first_value(distribution: optuna.distributions.BaseDistribution) -> Any:
+    if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+        return distribution.choices[0]
+    return distribution.low
+
+
+def _failure(ret: JobReturn) -> tuple[str, bool]:
+    """A failed job's one-line reason, and whether it was the user's mistake (rather than a crash)."""
+    error = ret._return_value
+    user_error = find_user_error(error) if isinstance(error, BaseException) else None
+    text = str(user_error if user_error is not None else error).strip().splitlines()
+    reason = text[0] if text else type(error).__name__
+    return (reason if user_error is not None else f"{type(error).__name__}: {reason}"), user_error is not None
+
+
+class OptunaSweep:
+    """The sweeper's work; hydra_plugins.cnnlab_sweeper wraps it so Hydra can find it as a plugin."""
+
+    def __init__(
+        self, sampler: DictConfig, objectives: DictConfig, n_trials: int, n_jobs: int, seed: int,
+        storage: str | None, study_name: str, report_metric: str, params: DictConfig | None = None,
+    ) -> None:
+        self.sampler_cfg = sampler
+        self.objectives = check_objectives(OmegaConf.to_container(objectives) if objectives is not None else {})
+        self.n_trials = _whole(n_trials, "n_trials", 1)
+        self.n_jobs = _whole(n_jobs, "n_jobs", 1)
+        self.seed = _whole(seed, "seed", 0)
+        self.storage = storage
+        self.study_name = str(study_name)
+        self.report_metric = str(report_metric)
+        self.params = {str(k): str(v) for k, v in (params or {}).items()}
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config = config
+        self.hydra_context = hydra_context
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+
+    def sweep(self, arguments: list[str]) -> list[JobReturn]:
+        space = parse_search_space(arguments, self.params)
+        pruned_by = str(self.config.pruner.get("_target_", ""))
+        if len(self.objectives) > 1 and not pruned_by.endswith("NopPruner"):
+            raise UserError("pruning needs a single objective: use pruner=none with several hydra.sweeper.objectives")
+        self._check_composes(space)
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        with exclusive(sweep_dir):
+            OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+            study = self._open_study(sweep_dir, space)
+            return self._run(study, space, sweep_dir)
+
+    def _check_composes(self, space: SearchSpace) -> None:
+        """Compose one trial's config now, so a mistyped key fails before any trial starts."""
+        sample = space.trial_overrides({k: _first_value(d) for k, d in space.distributions.items()})
+        self.hydra_context.config_loader.load_sweep_config(master_config=self.config, sweep_overrides=sample)
+
+    def _open_study(self, sweep_dir: Path, space: SearchSpace) -> optuna.Study:
+        storage = open_storage(self.storage, sweep_dir)
+        directions = list(self.objectives.values())
+        try:
+            study = optuna.create_study(
+                storage=storage, study_name=self.study_name, directions=directions, load_if_exists=True
+            )
+        except ValueError as e:  # e.g. the stored study optimizes in other directions
+            raise UserError(f"cannot continue the study in {sweep_dir}: {e}; use a new hydra.sweep.dir") from e
+        recorded = {"space": space.describe(), "objectives": self.objectives}
+        if study.user_attrs.get("space") is None:
+            for key, value in recorded.items():
+                study.set_user_attr(key, value)
+        else:
+            for key, value in recorded.items():
+                if study.user_attrs.get(key) != value:
+                    raise UserError(
+                        f"{sweep_dir} holds a sweep with other {key} ({study.user_attrs.get(key)}); "
+                        "repeat its command to continue it, or use a new hydra.sweep.dir"
+                    )
+        # A resumed sweep must not replay the first sweep's random draws: offset the seed by the trials so far.
+        study.sampler = instantiate(self.sampler_cfg, seed=self.seed + len(study.trials))
+        retried = requeue_interrupted(study)
+        done = sum(counts_toward_budget(t) for t in study.trials)
+        if done or retried:
+            log.info("continuing the sweep in %s: %d of %d trials done%s", sweep_dir, done, self.n_trials,
+                     f", retrying interrupted trials {retried}" if retried else "")
+        return study
+
+    def _run(self, study: optuna.Study, space: SearchSpace, sweep_dir: Path) -> list[JobReturn]:
+        returns: list[JobReturn] = []
+        while (left := self.n_trials - sum(counts_toward_budget(t) for t in study.trials)) > 0:
+            trials = [study.ask(space.distributions) for _ in range(min(self.n_jobs, left))]
+            try:
+                results = self._launch(trials, space)
+            except BaseException:
+                requeue_interrupted(study)  # Ctrl-C or a launcher failure: these trials run again next time
+                raise
+            outcomes = [self._record(study, trial, ret, sweep_dir) for trial, ret in zip(trials, results)]
+            returns.extend(results)
+            if any(outcome == "interrupted" for outcome in outcomes):
+                requeue_interrupted(study)
+                raise SweepInterrupted("the sweep was interrupted; run the same command again to continue it")
+            self._stop_if_misconfigured(study, trials, results)
+        self._log_best(study)
+        return returns
+
+    def _launch(self, trials: Sequence[Trial], space: SearchSpace) -> list[JobReturn]:
+        results: list[JobReturn] = []
+        for run in _consecutive(trials):
+            batch = [space.trial_overrides(trial.params) for trial in run]
+            results.extend(self.launcher.launch(batch, initial_job_idx=run[0].number))
+        return results
+
+    def _record(self, study: optuna.Study, trial: Trial, ret: JobReturn, sweep_dir: Path) -> str:
+        """Tell the study how the trial ended; return its status (completed, pruned, failed, diverged, ...)."""
+        run_dir = Path(ret.hydra_cfg.hydra.runtime.output_dir) if ret.hydra_cfg is not None else sweep_dir / str(trial.number)
+        trial.set_user_attr("run_dir", run_dir.name if run_dir.parent == sweep_dir else str(run_dir))
+        metrics = read_metrics(run_dir) or {}
+        for key in ("train_time_s", "epochs_completed", "pruned_at_epoch", "params", "macs"):
+            if metrics.get(key) is not None:
+                trial.set_user_attr(key, metrics[key])
+        status = str(metrics.get("status", "failed"))
+        if ret.status == JobStatus.FAILED and status not in ("interrupted", "diverged"):
+            reason, by_user = _failure(ret)
+            trial.set_user_attr("error", reason)
+            trial.set_user_attr("user_error", by_user)
+            status = "failed"
+        values = objective_values(metrics, self.objectives) if status == "completed" else None
+        if isinstance(values, str):
+            trial.set_user_attr("error", values)
+            status = "failed"
+        trial.set_user_attr("status", status)
+        if status == "interrupted":
+            return status  # the caller requeues it
+        if status == "completed":
+            study.tell(trial, values)
+            shown = ", ".join(f"{m}={v:.4g}" for m, v in zip(self.objectives, values))
+            log.info("trial %d: %s in %.1f s", trial.number, shown, metrics.get("train_time_s", math.nan))
+        elif status == "pruned":
+            study.tell(trial, state=TrialState.PRUNED)
+            log.info("trial %d: pruned after epoch %s", trial.number, metrics.get("pruned_at_epoch"))
+        else:
+            message = trial.user_attrs.get("error") or metrics.get("message") or status
+            study.tell(trial, state=TrialState.FAIL)
+            log.warning("trial %d %s: %s; the sweep goes on (log: %s)", trial.number, status, message, run_dir)
+        return status
+
+    def _stop_if_misconfigured(self, study: optuna.Study, trials: Sequence[Trial], results: Sequence[JobReturn]) -> None:
+        """A user mistake that failed every trial so far would fail all the rest too: stop with it."""
+        if any(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials):
+            return
+        errors = [ret._return_value for ret in results if ret.status == JobStatus.FAILED]
+        user_errors = [find_user_error(e) for e in errors if isinstance(e, BaseException)]
+        if len(user_errors) == len(trials) and all(user_errors):
+            raise user_errors[0]
+
+    def _log_best(self, study: optuna.Study) -> None:
+        if not any(t.state == TrialState.COMPLETE for t in study.trials):
+            log.warning("no trial completed; see the trials' logs in %s", self.config.hydra.sweep.dir)
+        elif len(self.objectives) == 1:
+            best = study.best_trial
+            log.info("best trial %d: %s=%.4g", best.number, next(iter(self.objectives)), best.value)
+        else:
+            log.info("%d trials on the Pareto front", len(study.best_trials))
