@@ -35,13 +35,25 @@ def cnnlab_executable() -> str:
     return found
 
 
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    """The environment for a `cnnlab` subprocess: tests' data folder, and the cores shared fairly.
+
+    pytest-xdist runs several tests at once; each CLI process gets cores / workers threads, since
+    OpenMP threads that outnumber the cores spin against each other and run up to 10x slower.
+    """
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    threads = str(max(1, len(os.sched_getaffinity(0)) // workers))
+    env = {**os.environ, "CNNLAB_DATA": str(tmp_path / "data"), "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return env
+
+
 @pytest.fixture
 def run_cnnlab(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
     """run_cnnlab(*args, cwd=tmp_path, timeout=...) runs the real CLI with output captured and no terminal."""
 
     def run(*args: str, cwd: Path = tmp_path, timeout: float = 240, env: dict | None = None) -> subprocess.CompletedProcess:
-        full_env = {**os.environ, "CNNLAB_DATA": str(tmp_path / "data"), **(env or {})}
-        full_env.pop("HYDRA_FULL_ERROR", None)
+        full_env = {**cli_env(tmp_path), **(env or {})}
         return subprocess.run(
             [cnnlab_executable(), *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
         )

@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 
 from cnnlab.config.resume_args import SWEEP_ONLY, saved_overrides
 from cnnlab.errors import UserError
+from cnnlab.sweeps.lock import sweep_is_running
 from cnnlab.sweeps.study import read_metrics
 from cnnlab.sweeps.trial import SWEEPER_TARGET
 
@@ -80,14 +81,17 @@ def _key_value(override: str) -> tuple[str, str]:
     return key.lstrip("+~"), value
 
 
-def _read_row(job_dir: Path, searched: list[str]) -> TrialRow | None:
+def _read_row(job_dir: Path, searched: list[str], sweep_running: bool) -> TrialRow | None:
     if not job_dir.name.isdigit() or not (job_dir / ".hydra" / "overrides.yaml").is_file():
         return None
     overrides = [o for o in saved_overrides(job_dir) if _key_value(o)[0] not in SWEEP_ONLY]
     pairs = dict(_key_value(o) for o in overrides)
     metrics = read_metrics(job_dir) or {}
+    status = str(metrics.get("status", "running" if sweep_running else "failed"))
+    if status == "running" and not sweep_running:
+        status = "interrupted"  # its sweep died with it; a resumed sweep retries it under a new number
     return TrialRow(
-        number=int(job_dir.name), run_dir=job_dir, status=str(metrics.get("status", "failed")),
+        number=int(job_dir.name), run_dir=job_dir, status=status,
         params={k: pairs[k] for k in searched if k in pairs}, overrides=overrides, metrics=metrics,
     )
 
@@ -111,7 +115,8 @@ def load_sweep(sweep_dir: Path) -> SweepResults:
     objectives = dict(OmegaConf.to_container(multirun.hydra.sweeper.objectives)) if ours else dict(DEFAULT_OBJECTIVES)
     sampler = str(OmegaConf.select(multirun, "hydra.sweeper.sampler._target_")).rsplit(".", 1)[-1] if ours else "grid"
     searched = _swept_keys(multirun)
-    rows = [row for job in sweep_dir.iterdir() if job.is_dir() and (row := _read_row(job, searched)) is not None]
+    running = sweep_is_running(sweep_dir)
+    rows = [row for job in sweep_dir.iterdir() if job.is_dir() and (row := _read_row(job, searched, running)) is not None]
     metric, direction = next(iter(objectives.items()))
     rows.sort(key=lambda r: _rank_key(r, metric, direction))
     return SweepResults(sweep_dir, objectives, searched, sampler, rows)

@@ -5,11 +5,9 @@ runs them at once. Each trial's folder is named by its trial number. Everything 
 the study's storage: run the same command with the same hydra.sweep.dir to continue a stopped sweep.
 """
 
-import fcntl
 import logging
 import math
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,27 +20,18 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import Trial, TrialState
 
 from cnnlab.errors import UserError, find_user_error
+from cnnlab.sweeps.lock import exclusive
 from cnnlab.sweeps.space import SearchSpace, parse_search_space
 from cnnlab.sweeps.study import (
     check_objectives, counts_toward_budget, objective_values, open_storage, read_metrics, requeue_interrupted,
 )
 
 log = logging.getLogger("cnnlab")
+MISTAKE_TRIALS = 3  # trials failing with a user error, and none succeeding, before the sweep stops
 
 
 class SweepInterrupted(UserError):
     exit_code = 130
-
-
-@contextmanager
-def exclusive(sweep_dir: Path) -> Iterator[None]:
-    """One sweep process per folder: a second one on the same folder would run the same trials twice."""
-    with open(sweep_dir / ".sweep.lock", "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UserError(f"another sweep is running in {sweep_dir}; wait for it or use another hydra.sweep.dir") from None
-        yield
 
 
 def _whole(value: Any, key: str, minimum: int) -> int:
@@ -94,6 +83,7 @@ class OptunaSweep:
         self.study_name = str(study_name)
         self.report_metric = str(report_metric)
         self.params = {str(k): str(v) for k, v in (params or {}).items()}
+        self.failures_at_start: list[UserError | None] = []
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
@@ -103,6 +93,7 @@ class OptunaSweep:
         )
 
     def sweep(self, arguments: list[str]) -> list[JobReturn]:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # the sweep logs each trial itself
         space = parse_search_space(arguments, self.params)
         pruned_by = str(self.config.pruner.get("_target_", ""))
         if len(self.objectives) > 1 and not pruned_by.endswith("NopPruner"):
@@ -163,7 +154,7 @@ class OptunaSweep:
             if any(outcome == "interrupted" for outcome in outcomes):
                 requeue_interrupted(study)
                 raise SweepInterrupted("the sweep was interrupted; run the same command again to continue it")
-            self._stop_if_misconfigured(study, trials, results)
+            self._stop_if_misconfigured(study, results)
         self._log_best(study)
         return returns
 
@@ -208,14 +199,19 @@ class OptunaSweep:
             log.warning("trial %d %s: %s; the sweep goes on (log: %s)", trial.number, status, message, run_dir)
         return status
 
-    def _stop_if_misconfigured(self, study: optuna.Study, trials: Sequence[Trial], results: Sequence[JobReturn]) -> None:
-        """A user mistake that failed every trial so far would fail all the rest too: stop with it."""
+    def _stop_if_misconfigured(self, study: optuna.Study, results: Sequence[JobReturn]) -> None:
+        """Stop when the first trials all failed with a user mistake: the rest would fail the same way.
+
+        A few failures are tolerated first, since a search space may hold some invalid points.
+        """
+        self.failures_at_start.extend(
+            find_user_error(ret._return_value) for ret in results if ret.status == JobStatus.FAILED
+        )
         if any(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials):
             return
-        errors = [ret._return_value for ret in results if ret.status == JobStatus.FAILED]
-        user_errors = [find_user_error(e) for e in errors if isinstance(e, BaseException)]
-        if len(user_errors) == len(trials) and all(user_errors):
-            raise user_errors[0]
+        needed = min(MISTAKE_TRIALS, self.n_trials)
+        if len(self.failures_at_start) >= needed and all(self.failures_at_start):
+            raise self.failures_at_start[0]
 
     def _log_best(self, study: optuna.Study) -> None:
         if not any(t.state == TrialState.COMPLETE for t in study.trials):

@@ -23,6 +23,18 @@ def in_cnnlab_sweep() -> bool:
     return hydra.mode == RunMode.MULTIRUN and hydra.sweeper.get("_target_") == SWEEPER_TARGET
 
 
+def launcher_threads() -> int | None:
+    """CPU threads a launcher gives each job (submitit's cpus_per_task), so parallel trials share the cores.
+
+    joblib's workers are limited by joblib itself (cores // n_jobs); the basic launcher runs one trial at a time.
+    """
+    hydra = HydraConfig.get()
+    if hydra.mode != RunMode.MULTIRUN:
+        return None
+    cpus = hydra.launcher.get("cpus_per_task")
+    return int(cpus) if cpus else None
+
+
 def pruning_rule(cfg: DictConfig) -> PruneRule | None:
     """A rule for the trainer: after each epoch, report the metric and return True to stop (prune) the trial."""
     if not in_cnnlab_sweep() or cfg.pruner.get("_target_", "").endswith("NopPruner"):

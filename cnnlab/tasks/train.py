@@ -17,10 +17,14 @@ log = logging.getLogger("cnnlab")
 
 def train_task(cfg: DictConfig, run_dir: Path) -> float:
     validate_train_config(cfg)  # before torch is even imported: a typo fails in well under a second
-    from cnnlab.sweeps.trial import pruning_rule
+    import torch
+
+    from cnnlab.sweeps.trial import launcher_threads, pruning_rule
     from cnnlab.training.run import train
     from cnnlab.training.trainer import RunDiverged
 
+    if threads := launcher_threads():
+        torch.set_num_threads(threads)
     try:
         return train(cfg, run_dir, prune=pruning_rule(cfg))
     except RunDiverged as e:

@@ -1,6 +1,7 @@
 """metrics.json in the run folder: the run's headline numbers and status, rewritten atomically as they change."""
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,8 @@ class MetricsFileSink(Sink):
             previous = json.loads(path.read_text())
             history = [h for h in previous.get("history", []) if h["epoch"] <= resume_epoch]
             self.metrics.update(history=history, epochs_completed=resume_epoch)
+            if "started_at" in previous:
+                self.metrics["started_at"] = previous["started_at"]
 
     @property
     def history(self) -> list[dict[str, Any]]:
@@ -40,7 +43,9 @@ class MetricsFileSink(Sink):
         atomic_json_dump(self.metrics, self.path)
 
     def run_started(self, info: dict[str, Any]) -> None:
-        self.metrics.update(status="running", params=info["params"], macs=info["macs"])
+        self.metrics.update(status="running", params=info["params"], macs=info["macs"], device=info["device"],
+                            threads=info["threads"])
+        self.metrics.setdefault("started_at", time.time())  # a resumed run keeps its first start
         self._write()
 
     def epoch_ended(self, epoch: int, metrics: dict[str, float]) -> None:
@@ -58,4 +63,5 @@ class MetricsFileSink(Sink):
 
     def run_ended(self, summary: dict[str, Any]) -> None:
         self.metrics.update({k: summary[k] for k in SUMMARY_KEYS if summary.get(k) is not None})
+        self.metrics["ended_at"] = time.time()
         self._write()

@@ -42,9 +42,10 @@ class TerminalSink(Sink):
 
     def run_started(self, info: dict[str, Any]) -> None:
         log.info(
-            "model %s: %s parameters, %s MACs per image | data %s: %d train, %d val, %s test | device %s",
+            "model %s: %s parameters, %s MACs per image | data %s: %d train, %d val, %s test | device %s, %d threads",
             info["model"], f"{info['params']:,}", _format_macs(info["macs"]), info["dataset"], info["train_size"],
             info["val_size"], info["test_size"] if info["test_size"] is not None else "no", info["device"],
+            info["threads"],
         )
 
     def epoch_started(self, epoch: int, epochs: int, steps: int) -> None:

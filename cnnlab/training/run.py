@@ -82,6 +82,7 @@ def train(cfg: DictConfig, run_dir: Path, prune: PruneRule | None = None) -> flo
         "model": cfg.model._target_.rsplit(".", 1)[-1], "params": count_parameters(model),
         "macs": count_macs(model, data.input_shape), "dataset": cfg.dataset.name, "train_size": len(data.train.data),
         "val_size": len(data.val.data), "test_size": len(data.test.data) if data.test else None, "device": str(device),
+        "threads": torch.get_num_threads(),
     }
 
     def make_optimizer(net: torch.nn.Module) -> torch.optim.Optimizer:
