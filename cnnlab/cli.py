@@ -94,6 +94,11 @@ def main(argv: list[str] | None = None) -> None:
             args = with_sweep_overrides(with_run_overrides(args))
         sys.argv = [f"cnnlab-{task}", *args]
         module.main()
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside a training loop
+        if debug:
+            raise
+        print("cnnlab: interrupted", file=sys.stderr)
+        sys.exit(130)
     except (Exception, UserErrorExit) as exc:
         message = None if debug else describe(exc)
         if message is None:

@@ -27,6 +27,8 @@ def describe(exc: BaseException) -> str | None:
         return str(user_error)
     if isinstance(exc, MissingConfigException) and exc.missing_cfg_file and "/" in exc.missing_cfg_file:
         group, option = exc.missing_cfg_file.rsplit("/", 1)
+        if group == "hydra/launcher":  # cnnlab's launcher option exists, Hydra's plugin for it does not
+            return f"Hydra's {option} launcher is not installed: pip install -e \".[cluster]\" (or pip install cnnlab[cluster])"
         options = ", ".join(exc.options or [])
         return f"unknown {group} '{option}'; choose one of: {options} (see cnnlab --help)"
     if isinstance(exc, OverrideParseException):

@@ -36,23 +36,22 @@ def assert_report(sweep: Path, trials: int) -> list[dict[str, str]]:
     return rows
 
 
-@pytest.mark.parametrize("sampler, sampler_class", [("random", "RandomSampler"), ("gp", "GPSampler")])
-def test_sampler_runs_a_study_and_writes_the_report(run_cnnlab, tmp_path: Path, sampler: str, sampler_class: str) -> None:
+def test_gp_search_runs_a_study_and_writes_the_report(run_cnnlab, tmp_path: Path) -> None:
+    # random search is run end to end by the failure and launcher tests, TPE by the pruning test
     sweep = tmp_path / "sweep"
     result = run_cnnlab(
-        "-m", f"sweeper={sampler}", LR, "weight_decay=tag(log,interval(1e-5,1e-2))", *TINY, "epochs=1",
-        "hydra.sweeper.n_trials=5", "hydra.sweeper.sampler.n_startup_trials=2" if sampler == "gp" else "hydra.sweeper.seed=3",
-        f"hydra.sweep.dir={sweep}",
+        "-m", "sweeper=gp", LR, "weight_decay=tag(log,interval(1e-5,1e-2))", *TINY, "epochs=1",
+        "hydra.sweeper.n_trials=4", "hydra.sweeper.sampler.n_startup_trials=2", f"hydra.sweep.dir={sweep}",
     )
     assert result.returncode == 0, result.stderr
-    assert sorted(metrics_of(sweep)) == [0, 1, 2, 3, 4]
-    rows = assert_report(sweep, 5)
+    assert sorted(metrics_of(sweep)) == [0, 1, 2, 3]
+    rows = assert_report(sweep, 4)
     assert {r["status"] for r in rows} == {"completed"}
     report = (sweep / "report.md").read_text()
-    assert sampler_class in report and "## Best configuration" in report
+    assert "GPSampler" in report and "## Best configuration" in report
     # the sampled values are what each trial trained with, and differ between trials
     lrs = {r["lr"] for r in rows}
-    assert len(lrs) == 5
+    assert len(lrs) == 4
     for row in rows:
         config = OmegaConf.load(sweep / row["trial"] / ".hydra" / "config.yaml")
         assert config.lr == pytest.approx(float(row["lr"])) and 1e-3 <= config.lr <= 1
@@ -62,14 +61,14 @@ def test_tpe_with_median_pruner_stops_bad_trials(run_cnnlab, tmp_path: Path) -> 
     sweep = tmp_path / "sweep"
     result = run_cnnlab(
         "-m", "sweeper=tpe", "pruner=median", "pruner.n_startup_trials=2", "lr=tag(log,interval(1e-6,1))", *TINY,
-        "epochs=3", "hydra.sweeper.n_trials=7", f"hydra.sweep.dir={sweep}",
+        "hydra.sweeper.n_trials=7", f"hydra.sweep.dir={sweep}",
     )
     assert result.returncode == 0, result.stderr
     metrics = metrics_of(sweep)
     pruned = {n: m for n, m in metrics.items() if m["status"] == "pruned"}
     assert pruned, {n: (m["status"], m["best_val_acc"]) for n, m in metrics.items()}
     for m in pruned.values():
-        assert m["pruned_at_epoch"] < 3 and m["epochs_completed"] == m["pruned_at_epoch"]
+        assert m["pruned_at_epoch"] == m["epochs_completed"] == 1  # of 2: the last epoch is never pruned
         assert m.get("test_acc") is None  # a pruned trial skips the test split
     rows = trials_csv(sweep)
     assert [r["status"].split()[0] for r in rows[: len(metrics) - len(pruned)]] == ["completed"] * (len(metrics) - len(pruned))
@@ -109,6 +108,7 @@ def test_failed_and_diverged_trials_are_recorded_and_the_sweep_goes_on(run_cnnla
     assert result.returncode == 0, result.stderr
     statuses = {int(r["trial"]): r["status"] for r in trials_csv(sweep)}
     assert statuses == {0: "diverged", 1: "failed", 2: "completed", 3: "failed"}, statuses
+    assert "RandomSampler" in (sweep / "report.md").read_text()
     assert "the sweep goes on" in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
 
@@ -136,31 +136,31 @@ def test_bad_search_spaces_fail_in_one_line(run_cnnlab, tmp_path: Path, space: s
 
 def test_killed_sweep_resumes_without_repeating_finished_trials(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    args = [cnnlab_executable(), "-m", "sweeper=random", LR, *TINY, "hydra.sweeper.n_trials=4", f"hydra.sweep.dir={sweep}"]
+    args = [cnnlab_executable(), "-m", "sweeper=random", LR, *TINY, "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep}"]
     env = cli_env(tmp_path)
     first = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # kill the sweep while its second trial trains
-        done = [m for m in metrics_of(sweep).values() if m["status"] == "completed"]
-        if done and (sweep / "1" / "metrics.json").is_file():
+        if (sweep / "1" / "metrics.json").is_file():
             break
         time.sleep(0.2)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
     finished_before = {n: (sweep / str(n) / "metrics.json").stat().st_mtime_ns
                        for n, m in metrics_of(sweep).items() if m["status"] == "completed"}
-    assert finished_before and len(finished_before) < 4
+    assert list(finished_before) == [0]
 
     second = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     assert second.returncode == 0, second.stderr
     assert "continuing the sweep" in second.stderr + second.stdout
     metrics = metrics_of(sweep)
-    assert sum(m["status"] == "completed" for m in metrics.values()) == 4
+    assert sum(m["status"] == "completed" for m in metrics.values()) == 2
     for n, mtime in finished_before.items():  # finished trials were not run again
         assert (sweep / str(n) / "metrics.json").stat().st_mtime_ns == mtime
     rows = trials_csv(sweep)
     interrupted = [r for r in rows if r["status"] == "interrupted"]
+    assert [r["trial"] for r in interrupted] == ["1"]
     for row in interrupted:  # an interrupted trial is retried with the same parameters under a new number
         retries = [r for r in rows if r["lr"] == row["lr"] and r["status"] == "completed"]
         assert retries and all(int(r["trial"]) > int(row["trial"]) for r in retries)
@@ -181,10 +181,12 @@ def test_joblib_launcher_runs_two_trials_at_once_on_shared_cores(run_cnnlab, tmp
     first, second = metrics_of(sweep).values()
     assert first["status"] == second["status"] == "completed"
     assert first["started_at"] < second["ended_at"] and second["started_at"] < first["ended_at"]  # they overlapped
-    # joblib gives each of the 2 workers its share of this process's threads
-    assert first["threads"] == second["threads"] == max(1, int(cli_env(tmp_path)["OMP_NUM_THREADS"]) // 2)
+    # each of the 2 workers gets half the cores (or fewer threads when OMP_NUM_THREADS says so)
+    share = min(int(cli_env(tmp_path)["OMP_NUM_THREADS"]), max(1, len(os.sched_getaffinity(0)) // 2))
+    assert first["threads"] == second["threads"] == share
 
 
+@pytest.mark.slow  # 25 s: submitit starts a fresh Python per trial
 def test_submitit_local_launcher_runs_trials_as_separate_jobs(run_cnnlab, tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     result = run_cnnlab(
@@ -227,6 +229,8 @@ def test_grid_sweep_is_reported_ranked_and_its_best_config_reruns(run_cnnlab, tm
     (["-m", "sweeper=no_such_sampler", LR], "unknown sweeper"),
     (["-m", "sweeper=tpe", "hydra.sweeper.n_trials=0", LR], "n_trials=0 is invalid"),
     (["-m", "sweeper=nsga2", "pruner=median", LR], "pruning needs a single objective"),
+    (["-m", "sweeper=tpe", "pruner=median", "hydra.sweeper.report_metric=val/accuracy", LR], "report_metric='val/accuracy' is unknown"),
+    (["-m", "sweeper=tpe", "pruner=median", "hydra.sweeper.report_metric=val/loss", LR], "other direction"),
     (["-m", "sweeper=tpe", "hydra.sweeper.objectives.best_val_acc=up", LR], "use maximize or minimize"),
     (["-m", "sweeper=tpe", "hydra.sweeper.storage=mystudy.db", LR], "is not a storage"),
 ])

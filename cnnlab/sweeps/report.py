@@ -27,24 +27,31 @@ def _number(value: str) -> Any:
     return value
 
 
+def _as(distribution: Any, value: str) -> Any:
+    """An override's text as the type the distribution holds."""
+    kind = type(distribution).__name__
+    return float(value) if kind == "FloatDistribution" else int(value) if kind == "IntDistribution" else _number(value)
+
+
 def rebuild_study(results: SweepResults) -> Any:
     """An in-memory Optuna study holding the completed and pruned trials, for importances and plots."""
     import optuna
-    from optuna.distributions import CategoricalDistribution, FloatDistribution
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     rows = sorted((r for r in results.rows if r.status in ("completed", "pruned")), key=lambda r: r.number)
     observed: dict[str, set] = {key: {_number(r.params[key]) for r in rows if key in r.params} for key in results.searched}
     distributions = {}
     for key, values in observed.items():
-        if len(values) < 2:
-            continue
-        numeric = all(isinstance(v, int | float) for v in values)
-        distributions[key] = (FloatDistribution(min(values), max(values)) if numeric
-                              else CategoricalDistribution(sorted(values, key=str)))
+        searched = results.space.get(key)
+        if isinstance(searched, FloatDistribution | IntDistribution):
+            distributions[key] = searched  # keeps the log scale, which the importances depend on
+        elif len(values) >= 2:
+            numeric = all(isinstance(v, int | float) for v in values)
+            distributions[key] = (FloatDistribution(min(values), max(values)) if numeric
+                                  else CategoricalDistribution(sorted(values, key=str)))
     study = optuna.create_study(directions=list(results.objectives.values()))
     for row in rows:
-        params = {k: float(_number(row.params[k])) if isinstance(d, FloatDistribution) else _number(row.params[k])
-                  for k, d in distributions.items() if k in row.params}
+        params = {k: _as(d, row.params[k]) for k, d in distributions.items() if k in row.params}
         dists = {k: distributions[k] for k in params}
         if row.status == "completed":
             values = [row.value(m) for m in results.objectives]
@@ -52,7 +59,7 @@ def rebuild_study(results: SweepResults) -> Any:
                 continue
             study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, values=values))
         elif len(results.objectives) == 1:
-            history = {h["epoch"]: h["val/acc"] for h in row.metrics.get("history", [])}
+            history = {h["epoch"]: h[results.report_metric] for h in row.metrics.get("history", [])}
             study.add_trial(optuna.trial.create_trial(
                 params=params, distributions=dists, state=optuna.trial.TrialState.PRUNED, intermediate_values=history,
             ))

@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from cnnlab.config.resume_args import SWEEP_ONLY, saved_overrides
 from cnnlab.errors import UserError
 from cnnlab.sweeps.lock import sweep_is_running
+from cnnlab.sweeps.space import parse_search_space
 from cnnlab.sweeps.study import read_metrics
 from cnnlab.sweeps.trial import SWEEPER_TARGET
 
@@ -44,6 +45,8 @@ class SweepResults:
     searched: list[str]              # the swept keys, in command-line order
     sampler: str                     # "grid" or the Optuna sampler's class name
     rows: list[TrialRow]             # ranked: completed by the first objective, then pruned, then the rest
+    space: dict[str, Any] = field(default_factory=dict)  # Optuna distributions of an Optuna sweep's space
+    report_metric: str = "val/acc"   # what trials reported to the pruner each epoch
 
     @property
     def best(self) -> TrialRow | None:
@@ -67,13 +70,10 @@ def best_command(row: TrialRow) -> str:
     return "cnnlab train " + " ".join(shlex.quote(o) for o in row.overrides)
 
 
-def _swept_keys(multirun: Any) -> list[str]:
+def _swept_keys(task: list[str], params: dict[str, str]) -> list[str]:
     """Keys given as sweeps on the command line, plus the sweeper's params from the config."""
-    parser = OverridesParser.create()
-    task = [str(o) for o in OmegaConf.select(multirun, "hydra.overrides.task", default=[]) or []]
-    keys = [o.key_or_group for o in parser.parse_overrides(task) if o.is_sweep_override()]
-    params = OmegaConf.select(multirun, "hydra.sweeper.params", default=None) or {}
-    return keys + [str(k) for k in params if str(k) not in keys]
+    keys = [o.key_or_group for o in OverridesParser.create().parse_overrides(task) if o.is_sweep_override()]
+    return keys + [k for k in params if k not in keys]
 
 
 def _key_value(override: str) -> tuple[str, str]:
@@ -114,12 +114,16 @@ def load_sweep(sweep_dir: Path) -> SweepResults:
     ours = OmegaConf.select(multirun, "hydra.sweeper._target_", default=None) == SWEEPER_TARGET
     objectives = dict(OmegaConf.to_container(multirun.hydra.sweeper.objectives)) if ours else dict(DEFAULT_OBJECTIVES)
     sampler = str(OmegaConf.select(multirun, "hydra.sweeper.sampler._target_")).rsplit(".", 1)[-1] if ours else "grid"
-    searched = _swept_keys(multirun)
+    task = [str(o) for o in OmegaConf.select(multirun, "hydra.overrides.task", default=[]) or []]
+    params = {str(k): str(v) for k, v in (OmegaConf.select(multirun, "hydra.sweeper.params", default=None) or {}).items()}
+    searched = _swept_keys(task, params)
+    space = parse_search_space(task, params).distributions if ours else {}
     running = sweep_is_running(sweep_dir)
     rows = [row for job in sweep_dir.iterdir() if job.is_dir() and (row := _read_row(job, searched, running)) is not None]
     metric, direction = next(iter(objectives.items()))
     rows.sort(key=lambda r: _rank_key(r, metric, direction))
-    return SweepResults(sweep_dir, objectives, searched, sampler, rows)
+    report_metric = str(OmegaConf.select(multirun, "hydra.sweeper.report_metric", default="val/acc"))
+    return SweepResults(sweep_dir, objectives, searched, sampler, rows, space, report_metric)
 
 
 def best_trial_dir(target: str) -> Path:

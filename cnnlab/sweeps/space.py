@@ -77,7 +77,7 @@ def _range(key: str, sweep: RangeSweep) -> BaseDistribution:
     if not values:
         raise UserError(f"{key}=range({sweep.start}, {sweep.stop}, step={sweep.step}) holds no value")
     if all(isinstance(v, int) for v in values) and len(values) > 1:
-        return IntDistribution(values[0], values[-1], step=int(sweep.step))
+        return IntDistribution(min(values), max(values), step=abs(int(sweep.step)))
     return CategoricalDistribution(values)
 
 

@@ -55,17 +55,16 @@ def counts_toward_budget(trial: FrozenTrial) -> bool:
     return trial.state.is_finished() and not trial.user_attrs.get("interrupted", False)
 
 
-def requeue_interrupted(study: optuna.Study) -> list[int]:
-    """Trials still RUNNING when the sweep starts died with an earlier sweep: mark them and queue their params again."""
-    numbers = []
-    for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        trial = optuna.trial.Trial(study, frozen._trial_id)
-        trial.set_user_attr("interrupted", True)
-        trial.set_user_attr("status", "interrupted")
-        study.tell(frozen.number, state=TrialState.FAIL)
-        study.enqueue_trial(frozen.params, user_attrs={"retry_of": frozen.number})
-        numbers.append(frozen.number)
-    return numbers
+def requeue(study: optuna.Study, frozen: FrozenTrial) -> None:
+    """A trial cut off by a dead or stopped sweep: mark it interrupted and queue its parameters again."""
+    trial = optuna.trial.Trial(study, frozen._trial_id)
+    trial.set_user_attr("interrupted", True)
+    trial.set_user_attr("status", "interrupted")
+    study.tell(frozen.number, state=TrialState.FAIL)
+    study.enqueue_trial(frozen.params, user_attrs={"retry_of": frozen.number})
+
+
+FINAL_STATUSES = ("completed", "pruned", "diverged", "failed")  # a run's metrics.json status once it has ended
 
 
 def read_metrics(run_dir: Path) -> dict[str, Any] | None:

@@ -22,11 +22,14 @@ from optuna.trial import Trial, TrialState
 from cnnlab.errors import UserError, find_user_error
 from cnnlab.sweeps.lock import exclusive
 from cnnlab.sweeps.space import SearchSpace, parse_search_space
+from cnnlab.config.resume_args import SWEEP_ONLY
 from cnnlab.sweeps.study import (
-    check_objectives, counts_toward_budget, objective_values, open_storage, read_metrics, requeue_interrupted,
+    FINAL_STATUSES, check_objectives, counts_toward_budget, objective_values, open_storage, read_metrics, requeue,
 )
 
 log = logging.getLogger("cnnlab")
+# The per-epoch metrics a trial can report to a pruner, and the direction in which each improves.
+EPOCH_METRICS = {"val/acc": "maximize", "val/loss": "minimize", "train/acc": "maximize", "train/loss": "minimize"}
 MISTAKE_TRIALS = 3  # trials failing with a user error, and none succeeding, before the sweep stops
 
 
@@ -58,17 +61,20 @@ def _first_value(distribution: optuna.distributions.BaseDistribution) -> Any:
     return distribution.low
 
 
-def _failure(ret: JobReturn) -> tuple[str, bool]:
-    """A failed job's one-line reason, and whether it was the user's mistake (rather than a crash)."""
+def _failure(ret: JobReturn) -> str:
+    """A failed job's reason in one line: the user error's message, or the crash's type and first line."""
     error = ret._return_value
     user_error = find_user_error(error) if isinstance(error, BaseException) else None
     text = str(user_error if user_error is not None else error).strip().splitlines()
     reason = text[0] if text else type(error).__name__
-    return (reason if user_error is not None else f"{type(error).__name__}: {reason}"), user_error is not None
+    return reason if user_error is not None else f"{type(error).__name__}: {reason}"
 
 
 class OptunaSweep:
-    """The sweeper's work; hydra_plugins.cnnlab_sweeper wraps it so Hydra can find it as a plugin."""
+    """The sweeper's work; hydra_plugins.cnnlab_sweeper wraps it so Hydra can find it as a plugin.
+
+    The arguments are conf/hydra/sweeper/cnnlab.yaml; the trials read `report_metric` there too.
+    """
 
     def __init__(
         self, sampler: DictConfig, objectives: DictConfig, n_trials: int, n_jobs: int, seed: int,
@@ -81,8 +87,8 @@ class OptunaSweep:
         self.seed = _whole(seed, "seed", 0)
         self.storage = storage
         self.study_name = str(study_name)
-        self.report_metric = str(report_metric)
         self.params = {str(k): str(v) for k, v in (params or {}).items()}
+        self.report_metric = str(report_metric)
         self.failures_at_start: list[UserError | None] = []
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
@@ -95,16 +101,30 @@ class OptunaSweep:
     def sweep(self, arguments: list[str]) -> list[JobReturn]:
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # the sweep logs each trial itself
         space = parse_search_space(arguments, self.params)
-        pruned_by = str(self.config.pruner.get("_target_", ""))
-        if len(self.objectives) > 1 and not pruned_by.endswith("NopPruner"):
-            raise UserError("pruning needs a single objective: use pruner=none with several hydra.sweeper.objectives")
+        self._check_pruning()
         self._check_composes(space)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         with exclusive(sweep_dir):
-            OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
             study = self._open_study(sweep_dir, space)
+            OmegaConf.save(self.config, sweep_dir / "multirun.yaml")  # only once the study is known to match
             return self._run(study, space, sweep_dir)
+
+    def _check_pruning(self) -> None:
+        if str(self.config.pruner.get("_target_", "")).endswith("NopPruner"):
+            return
+        if len(self.objectives) > 1:
+            raise UserError("pruning needs a single objective: use pruner=none with several hydra.sweeper.objectives")
+        direction = EPOCH_METRICS.get(self.report_metric)
+        if direction is None:
+            raise UserError(f"hydra.sweeper.report_metric={self.report_metric!r} is unknown; choose one of {', '.join(EPOCH_METRICS)}")
+        metric, wanted = next(iter(self.objectives.items()))
+        if direction != wanted:
+            raise UserError(
+                f"hydra.sweeper.report_metric={self.report_metric} improves in the other direction than the objective "
+                f"{metric} ({wanted}): report a metric that moves like it, e.g. "
+                f"{next(k for k, d in EPOCH_METRICS.items() if d == wanted)}"
+            )
 
     def _check_composes(self, space: SearchSpace) -> None:
         """Compose one trial's config now, so a mistyped key fails before any trial starts."""
@@ -114,31 +134,46 @@ class OptunaSweep:
     def _open_study(self, sweep_dir: Path, space: SearchSpace) -> optuna.Study:
         storage = open_storage(self.storage, sweep_dir)
         directions = list(self.objectives.values())
-        try:
-            study = optuna.create_study(
-                storage=storage, study_name=self.study_name, directions=directions, load_if_exists=True
-            )
-        except ValueError as e:  # e.g. the stored study optimizes in other directions
-            raise UserError(f"cannot continue the study in {sweep_dir}: {e}; use a new hydra.sweep.dir") from e
-        recorded = {"space": space.describe(), "objectives": self.objectives}
+        study = optuna.create_study(storage=storage, study_name=self.study_name, directions=directions, load_if_exists=True)
+        recorded = {
+            "space": space.describe(),
+            "objectives": [[metric, direction] for metric, direction in self.objectives.items()],  # order matters
+            "fixed settings": sorted(o for o in space.fixed if o.split("=", 1)[0].lstrip("+~") not in SWEEP_ONLY),
+        }
+        if self.storage not in (None, ""):  # a shared database: one study name, one sweep folder
+            recorded["sweep folder"] = str(sweep_dir.resolve())
         if study.user_attrs.get("space") is None:
             for key, value in recorded.items():
                 study.set_user_attr(key, value)
-        else:
-            for key, value in recorded.items():
-                if study.user_attrs.get(key) != value:
-                    raise UserError(
-                        f"{sweep_dir} holds a sweep with other {key} ({study.user_attrs.get(key)}); "
-                        "repeat its command to continue it, or use a new hydra.sweep.dir"
-                    )
+        for key, value in recorded.items():
+            if study.user_attrs.get(key) != value:
+                raise UserError(
+                    f"study '{self.study_name}' in {sweep_dir if self.storage is None else self.storage} was made with "
+                    f"other {key} ({study.user_attrs.get(key)}); repeat its command to continue it, or give a new "
+                    "hydra.sweep.dir (or hydra.sweeper.study_name)"
+                )
         # A resumed sweep must not replay the first sweep's random draws: offset the seed by the trials so far.
         study.sampler = instantiate(self.sampler_cfg, seed=self.seed + len(study.trials))
-        retried = requeue_interrupted(study)
+        retried = self._recover(study, sweep_dir)
+        if (sweep_dir / str(len(study.trials))).exists():
+            raise UserError(f"{sweep_dir} already holds run folders of another study: give a new hydra.sweep.dir")
         done = sum(counts_toward_budget(t) for t in study.trials)
         if done or retried:
             log.info("continuing the sweep in %s: %d of %d trials done%s", sweep_dir, done, self.n_trials,
                      f", retrying interrupted trials {retried}" if retried else "")
         return study
+
+    def _recover(self, study: optuna.Study, sweep_dir: Path) -> list[int]:
+        """Trials still RUNNING after a sweep died or stopped: record those whose run ended, requeue the rest."""
+        retried = []
+        for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            run_dir = sweep_dir / str(frozen.number)
+            if (read_metrics(run_dir) or {}).get("status") in FINAL_STATUSES:
+                self._record(study, optuna.trial.Trial(study, frozen._trial_id), run_dir, failure=None)
+            else:
+                requeue(study, frozen)
+                retried.append(frozen.number)
+        return retried
 
     def _run(self, study: optuna.Study, space: SearchSpace, sweep_dir: Path) -> list[JobReturn]:
         returns: list[JobReturn] = []
@@ -147,12 +182,16 @@ class OptunaSweep:
             try:
                 results = self._launch(trials, space)
             except BaseException:
-                requeue_interrupted(study)  # Ctrl-C or a launcher failure: these trials run again next time
+                self._recover(study, sweep_dir)  # Ctrl-C or a launcher failure: unfinished trials run again next time
                 raise
-            outcomes = [self._record(study, trial, ret, sweep_dir) for trial, ret in zip(trials, results)]
+            outcomes = [
+                self._record(study, trial, self._run_dir(ret, sweep_dir, trial),
+                             _failure(ret) if ret.status == JobStatus.FAILED else None)
+                for trial, ret in zip(trials, results)
+            ]
             returns.extend(results)
-            if any(outcome == "interrupted" for outcome in outcomes):
-                requeue_interrupted(study)
+            if "interrupted" in outcomes:  # Ctrl-C (or SIGTERM) reached a trial: stop the whole sweep
+                self._recover(study, sweep_dir)
                 raise SweepInterrupted("the sweep was interrupted; run the same command again to continue it")
             self._stop_if_misconfigured(study, results)
         self._log_best(study)
@@ -165,27 +204,31 @@ class OptunaSweep:
             results.extend(self.launcher.launch(batch, initial_job_idx=run[0].number))
         return results
 
-    def _record(self, study: optuna.Study, trial: Trial, ret: JobReturn, sweep_dir: Path) -> str:
-        """Tell the study how the trial ended; return its status (completed, pruned, failed, diverged, ...)."""
-        run_dir = Path(ret.hydra_cfg.hydra.runtime.output_dir) if ret.hydra_cfg is not None else sweep_dir / str(trial.number)
-        trial.set_user_attr("run_dir", run_dir.name if run_dir.parent == sweep_dir else str(run_dir))
+    @staticmethod
+    def _run_dir(ret: JobReturn, sweep_dir: Path, trial: Trial) -> Path:
+        return Path(ret.hydra_cfg.hydra.runtime.output_dir) if ret.hydra_cfg is not None else sweep_dir / str(trial.number)
+
+    def _record(self, study: optuna.Study, trial: Trial, run_dir: Path, failure: str | None) -> str:
+        """Tell the study how the trial ended; return its status (completed, pruned, failed, diverged, interrupted).
+
+        `failure` is the job's error when it raised; the rest is read from the run's metrics.json.
+        """
+        trial.set_user_attr("run_dir", str(run_dir))
         metrics = read_metrics(run_dir) or {}
-        for key in ("train_time_s", "epochs_completed", "pruned_at_epoch", "params", "macs"):
-            if metrics.get(key) is not None:
+        for key in ("train_time_s", "epochs_completed", "pruned_at_epoch", "macs", "latency_ms"):
+            if metrics.get(key) is not None:  # for people who open the study itself (optuna-dashboard)
                 trial.set_user_attr(key, metrics[key])
         status = str(metrics.get("status", "failed"))
-        if ret.status == JobStatus.FAILED and status not in ("interrupted", "diverged"):
-            reason, by_user = _failure(ret)
-            trial.set_user_attr("error", reason)
-            trial.set_user_attr("user_error", by_user)
+        if failure is not None and status not in ("interrupted", "diverged"):
+            trial.set_user_attr("error", failure)
             status = "failed"
         values = objective_values(metrics, self.objectives) if status == "completed" else None
         if isinstance(values, str):
             trial.set_user_attr("error", values)
             status = "failed"
         trial.set_user_attr("status", status)
-        if status == "interrupted":
-            return status  # the caller requeues it
+        if status not in FINAL_STATUSES:
+            return "interrupted"  # the run never ended (Ctrl-C, SIGTERM): the caller requeues it
         if status == "completed":
             study.tell(trial, values)
             shown = ", ".join(f"{m}={v:.4g}" for m, v in zip(self.objectives, values))

@@ -5,16 +5,18 @@ the same in-process, in joblib workers and in SLURM jobs. Its trial number is it
 the sweeper launches each trial with that number.
 """
 
-from collections.abc import Callable
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-SWEEPER_TARGET = "hydra_plugins.cnnlab_sweeper.cnnlab_sweeper.CnnlabSweeper"
+if TYPE_CHECKING:  # torch is imported only once a run starts, after its config is checked
+    from cnnlab.training.trainer import PruneRule
 
-PruneRule = Callable[[int, dict[str, float]], bool]
+SWEEPER_TARGET = "hydra_plugins.cnnlab_sweeper.cnnlab_sweeper.CnnlabSweeper"
 
 
 def in_cnnlab_sweep() -> bool:
@@ -24,18 +26,26 @@ def in_cnnlab_sweep() -> bool:
 
 
 def launcher_threads() -> int | None:
-    """CPU threads a launcher gives each job (submitit's cpus_per_task), so parallel trials share the cores.
+    """CPU threads for one job of a parallel launcher, so trials running at once share the cores.
 
-    joblib's workers are limited by joblib itself (cores // n_jobs); the basic launcher runs one trial at a time.
+    submitit: its cpus_per_task. joblib: cores // n_jobs (joblib does the same only when OMP_NUM_THREADS
+    is unset). None otherwise: the basic launcher runs one trial at a time.
     """
     hydra = HydraConfig.get()
     if hydra.mode != RunMode.MULTIRUN:
         return None
     cpus = hydra.launcher.get("cpus_per_task")
-    return int(cpus) if cpus else None
+    if cpus:
+        return int(cpus)
+    n_jobs = hydra.launcher.get("n_jobs")
+    if isinstance(n_jobs, int) and n_jobs != 0:
+        cores = len(os.sched_getaffinity(0))
+        in_parallel = cores if n_jobs < 0 else min(n_jobs, cores)  # joblib's -1: one job per core
+        return max(1, cores // in_parallel)
+    return None
 
 
-def pruning_rule(cfg: DictConfig) -> PruneRule | None:
+def pruning_rule(cfg: DictConfig) -> "PruneRule | None":
     """A rule for the trainer: after each epoch, report the metric and return True to stop (prune) the trial."""
     if not in_cnnlab_sweep() or cfg.pruner.get("_target_", "").endswith("NopPruner"):
         return None

@@ -31,5 +31,6 @@ def run_task(work: Callable[[DictConfig, Path], T], cfg: DictConfig) -> T:
             raise
         log.error("%s", user_error, extra={"file_only": True})
         if in_cnnlab_sweep():
-            raise
+            # the error itself, not its wrapper: joblib and submitit pickle it back, and pickling drops __cause__
+            raise user_error from None
         raise UserErrorExit(user_error) from e

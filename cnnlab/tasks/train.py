@@ -24,7 +24,7 @@ def train_task(cfg: DictConfig, run_dir: Path) -> float:
     from cnnlab.training.trainer import RunDiverged
 
     if threads := launcher_threads():
-        torch.set_num_threads(threads)
+        torch.set_num_threads(min(threads, torch.get_num_threads()))  # a lower OMP_NUM_THREADS still wins
     try:
         return train(cfg, run_dir, prune=pruning_rule(cfg))
     except RunDiverged as e:

@@ -1,4 +1,4 @@
-"""The search-space grammar (Hydra overrides) and the report's ranking, without training anything."""
+"""Search pieces without training anything: the space grammar, the report's ranking, recovery after a kill."""
 
 import json
 from pathlib import Path
@@ -112,3 +112,42 @@ def test_best_trial_needs_a_completed_trial(tmp_path: Path) -> None:
     sweep = make_sweep(tmp_path / "s", {0: ("0.1", {"status": "diverged"})})
     with pytest.raises(UserError, match="no trial .* completed"):
         best_trial_dir(str(sweep))
+
+
+def test_a_missing_launcher_plugin_names_the_extra_to_install() -> None:
+    from hydra.errors import MissingConfigException
+
+    from cnnlab.cli_errors import describe
+
+    error = MissingConfigException("Could not find 'hydra/launcher/joblib'", "hydra/launcher/joblib", ["basic"])
+    assert describe(error) == "Hydra's joblib launcher is not installed: pip install -e \".[cluster]\" (or pip install cnnlab[cluster])"
+
+
+def test_a_dead_sweeps_finished_trials_are_recorded_and_the_rest_requeued(tmp_path: Path) -> None:
+    """A sweep killed mid-batch (n_jobs=2): trial 0 had finished, trial 1 was still training."""
+    import optuna
+    from omegaconf import OmegaConf
+
+    from cnnlab.sweeps.study import counts_toward_budget, open_storage
+    from cnnlab.sweeps.sweeper import OptunaSweep
+
+    sweep = OptunaSweep(
+        sampler=OmegaConf.create({"_target_": "optuna.samplers.RandomSampler"}),
+        objectives=OmegaConf.create({"best_val_acc": "maximize"}), n_trials=2, n_jobs=2, seed=0, storage=None,
+        study_name="cnnlab", report_metric="val/acc",
+    )
+    study = optuna.create_study(storage=open_storage(None, tmp_path), study_name="cnnlab", direction="maximize")
+    lr = optuna.distributions.FloatDistribution(1e-3, 1, log=True)
+    first, second = study.ask({"lr": lr}), study.ask({"lr": lr})
+    for trial, metrics in ((first, {"status": "completed", "best_val_acc": 0.9}), (second, {"status": "running"})):
+        (tmp_path / str(trial.number)).mkdir()
+        (tmp_path / str(trial.number) / "metrics.json").write_text(json.dumps(metrics))
+
+    reopened = optuna.load_study(study_name="cnnlab", storage=open_storage(None, tmp_path))
+    assert sweep._recover(reopened, tmp_path) == [1]
+    trials = reopened.get_trials()
+    assert trials[0].state == optuna.trial.TrialState.COMPLETE and trials[0].value == 0.9
+    assert trials[1].state == optuna.trial.TrialState.FAIL and trials[1].user_attrs["interrupted"]
+    assert trials[2].state == optuna.trial.TrialState.WAITING  # queued again with the same parameters:
+    assert trials[2].system_attrs["fixed_params"] == trials[1].params
+    assert [counts_toward_budget(t) for t in trials[:2]] == [True, False]
