@@ -15,6 +15,10 @@ with initialize_config_module(config_module="cnnlab.conf", version_base="1.3"):
     cfg = compose(config_name="train", overrides=["experiment=smoke"])
 print(cnnlab.__file__)
 print(cfg.dataset.name, cfg.model.widths)
+import inspect
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
+print(*[inspect.getfile(p) for p in Plugins.instance().discover(Sweeper) if p.__name__ == "CnnlabSweeper"])
 """
 
 
@@ -37,6 +41,8 @@ def test_wheel_ships_every_config(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120,
     )
     assert probe.returncode == 0, probe.stderr
-    location, composed = probe.stdout.strip().splitlines()
+    location, composed, sweeper = probe.stdout.strip().splitlines()
     assert location.startswith(str(site))
     assert composed == "synthetic [16, 32, 64]"
+    # Hydra's own plugin scan finds the search sweeper in the installed wheel (no help from the cnnlab CLI)
+    assert sweeper.startswith(str(site / "hydra_plugins" / "cnnlab_sweeper"))
