@@ -41,3 +41,16 @@ def test_each_model_and_optimizer_learns(compose_train, tmp_path: Path) -> None:
         best, metrics = run(compose_train([*TINY, *overrides]), tmp_path / overrides[0])
         assert metrics["status"] == "completed"
         assert best == metrics["best_val_acc"] > 0.3, (overrides, best)  # chance is 0.1
+
+
+def test_classification_report_counts_confusion_and_per_class_accuracy() -> None:
+    import torch
+
+    from cnnlab.training.report import classification_report
+
+    labels = torch.tensor([0, 0, 1, 1, 1, 2])
+    preds = torch.tensor([0, 1, 1, 1, 0, 0])
+    report = classification_report(torch.nn.functional.one_hot(preds, 4).float(), labels, 4)
+    assert report["confusion"] == [[1, 1, 0, 0], [1, 2, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]]
+    assert report["per_class_acc"] == [0.5, 2 / 3, 0.0, 0.0]  # class 3 has no images: 0
+    assert report["acc"] == 0.5 and report["count"] == 6
