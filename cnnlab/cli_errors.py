@@ -41,6 +41,8 @@ def describe(exc: BaseException) -> str | None:
     if isinstance(exc, OmegaConfBaseException) and missing:
         key = missing.group(1)
         return f"{key} is required: pass {key}=... on the command line (see cnnlab --help)"
+    if isinstance(exc, ValueError) and str(exc).startswith("Only one of --run"):  # e.g. -m with --cfg
+        return f"{exc}: print a sweep's config without -m (cnnlab train --cfg job ...)"
     if isinstance(exc, CompactHydraException | OmegaConfBaseException):
         return _first_lines(str(exc))
     return None

@@ -222,6 +222,7 @@ def test_grid_sweep_is_reported_ranked_and_its_best_config_reruns(run_cnnlab, tm
 
 @pytest.mark.parametrize("args, words", [
     (["report"], "usage: cnnlab report"),
+    (["-m", "--cfg", "job", LR], "Only one of --run"),
     (["report", "no/such/folder"], "is not a sweep folder"),
     (["train", "from_sweep=no/such/folder"], "is not a sweep folder"),
     (["-m", "launcher=no_such_launcher", LR], "unknown launcher"),
@@ -231,7 +232,8 @@ def test_grid_sweep_is_reported_ranked_and_its_best_config_reruns(run_cnnlab, tm
     (["-m", "sweeper=nsga2", "pruner=median", LR], "pruning needs a single objective"),
     (["-m", "sweeper=tpe", "pruner=median", "hydra.sweeper.report_metric=val/accuracy", LR], "report_metric='val/accuracy' is unknown"),
     (["-m", "sweeper=tpe", "pruner=median", "hydra.sweeper.report_metric=val/loss", LR], "other direction"),
-    (["-m", "sweeper=tpe", "hydra.sweeper.objectives.best_val_acc=up", LR], "use maximize or minimize"),
+    (["-m", "sweeper=tpe", "hydra.sweeper.directions=[up]", LR], "use maximize or minimize"),
+    (["-m", "sweeper=tpe", "hydra.sweeper.objectives=[best_val_acc,macs]", LR], "one hydra.sweeper.directions entry per"),
     (["-m", "sweeper=tpe", "hydra.sweeper.storage=mystudy.db", LR], "is not a storage"),
 ])
 def test_search_mistakes_fail_in_one_line(run_cnnlab, tmp_path: Path, args: list[str], words: str) -> None:

@@ -63,7 +63,8 @@ def make_sweep(root: Path, trials: dict[int, tuple[str, dict]], objectives: dict
     hydra: dict = {"overrides": {"task": ["lr=tag(log,interval(1e-3,1))", "epochs=2"]}}
     if objectives:
         hydra["sweeper"] = {"_target_": "hydra_plugins.cnnlab_sweeper.cnnlab_sweeper.CnnlabSweeper",
-                            "objectives": objectives, "sampler": {"_target_": "optuna.samplers.NSGAIISampler"}}
+                            "objectives": list(objectives), "directions": list(objectives.values()),
+                            "sampler": {"_target_": "optuna.samplers.NSGAIISampler"}}
     root.mkdir()
     (root / "multirun.yaml").write_text(yaml.safe_dump({"hydra": hydra}))
     for number, (lr, metrics) in trials.items():
@@ -133,7 +134,7 @@ def test_a_dead_sweeps_finished_trials_are_recorded_and_the_rest_requeued(tmp_pa
 
     sweep = OptunaSweep(
         sampler=OmegaConf.create({"_target_": "optuna.samplers.RandomSampler"}),
-        objectives=OmegaConf.create({"best_val_acc": "maximize"}), n_trials=2, n_jobs=2, seed=0, storage=None,
+        objectives=["best_val_acc"], directions=["maximize"], n_trials=2, n_jobs=2, seed=0, storage=None,
         study_name="cnnlab", report_metric="val/acc",
     )
     study = optuna.create_study(storage=open_storage(None, tmp_path), study_name="cnnlab", direction="maximize")

@@ -112,7 +112,8 @@ def load_sweep(sweep_dir: Path) -> SweepResults:
         raise UserError(f"{sweep_dir} is not a sweep folder ({hint}); sweeps are under outputs/sweeps/<date>/<time>")
     multirun = OmegaConf.load(multirun_file)
     ours = OmegaConf.select(multirun, "hydra.sweeper._target_", default=None) == SWEEPER_TARGET
-    objectives = dict(OmegaConf.to_container(multirun.hydra.sweeper.objectives)) if ours else dict(DEFAULT_OBJECTIVES)
+    objectives = (dict(zip(multirun.hydra.sweeper.objectives, multirun.hydra.sweeper.directions)) if ours
+                  else dict(DEFAULT_OBJECTIVES))
     sampler = str(OmegaConf.select(multirun, "hydra.sweeper.sampler._target_")).rsplit(".", 1)[-1] if ours else "grid"
     task = [str(o) for o in OmegaConf.select(multirun, "hydra.overrides.task", default=[]) or []]
     params = {str(k): str(v) for k, v in (OmegaConf.select(multirun, "hydra.sweeper.params", default=None) or {}).items()}

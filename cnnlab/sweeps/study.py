@@ -7,7 +7,7 @@ sweep started again on the same folder continues where it stopped.
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,15 +39,20 @@ def open_storage(url: str | None, sweep_dir: Path) -> BaseStorage | str:
     return text
 
 
-def check_objectives(objectives: Mapping[str, str]) -> dict[str, str]:
+def check_objectives(metrics: Sequence[str], directions: Sequence[str]) -> dict[str, str]:
     """{metrics.json key: maximize|minimize}, in order: the first one ranks the trials."""
-    result = {str(k): str(v) for k, v in (objectives or {}).items()}
-    if not result:
-        raise UserError("hydra.sweeper.objectives is empty: give at least one, for example {best_val_acc: maximize}")
-    for metric, direction in result.items():
+    metrics, directions = [str(m) for m in metrics or []], [str(d) for d in directions or []]
+    if not metrics:
+        raise UserError("hydra.sweeper.objectives is empty: give at least one, for example [best_val_acc]")
+    if len(directions) != len(metrics) or len(set(metrics)) != len(metrics):
+        raise UserError(
+            f"hydra.sweeper.objectives={metrics} needs one hydra.sweeper.directions entry per objective, "
+            f"each objective once (got directions={directions}); for example 'hydra.sweeper.directions=[maximize,minimize]'"
+        )
+    for metric, direction in zip(metrics, directions):
         if direction not in DIRECTIONS:
-            raise UserError(f"hydra.sweeper.objectives.{metric}={direction!r} is invalid: use maximize or minimize")
-    return result
+            raise UserError(f"hydra.sweeper.directions: {direction!r} (for {metric}) is invalid: use maximize or minimize")
+    return dict(zip(metrics, directions))
 
 
 def counts_toward_budget(trial: FrozenTrial) -> bool:

@@ -77,11 +77,11 @@ class OptunaSweep:
     """
 
     def __init__(
-        self, sampler: DictConfig, objectives: DictConfig, n_trials: int, n_jobs: int, seed: int,
-        storage: str | None, study_name: str, report_metric: str, params: DictConfig | None = None,
+        self, sampler: DictConfig, objectives: Sequence[str], directions: Sequence[str], n_trials: int, n_jobs: int,
+        seed: int, storage: str | None, study_name: str, report_metric: str, params: DictConfig | None = None,
     ) -> None:
         self.sampler_cfg = sampler
-        self.objectives = check_objectives(OmegaConf.to_container(objectives) if objectives is not None else {})
+        self.objectives = check_objectives(objectives, directions)
         self.n_trials = _whole(n_trials, "n_trials", 1)
         self.n_jobs = _whole(n_jobs, "n_jobs", 1)
         self.seed = _whole(seed, "seed", 0)
