@@ -57,11 +57,12 @@ def test_gp_search_runs_a_study_and_writes_the_report(run_cnnlab, tmp_path: Path
         assert config.lr == pytest.approx(float(row["lr"])) and 1e-3 <= config.lr <= 1
 
 
-def test_tpe_with_median_pruner_stops_bad_trials(run_cnnlab, tmp_path: Path) -> None:
+@pytest.mark.parametrize("pruner", [["pruner=median", "pruner.n_startup_trials=2"], ["pruner=hyperband"]], ids=["median", "hyperband"])
+def test_tpe_with_a_pruner_stops_bad_trials(run_cnnlab, tmp_path: Path, pruner: list[str]) -> None:
     sweep = tmp_path / "sweep"
     result = run_cnnlab(
-        "-m", "sweeper=tpe", "pruner=median", "pruner.n_startup_trials=2", "lr=tag(log,interval(1e-6,1))", *TINY,
-        "hydra.sweeper.n_trials=7", f"hydra.sweep.dir={sweep}",
+        "-m", "sweeper=tpe", *pruner, "lr=tag(log,interval(1e-6,1))", *TINY, "hydra.sweeper.n_trials=7",
+        f"hydra.sweep.dir={sweep}",
     )
     assert result.returncode == 0, result.stderr
     metrics = metrics_of(sweep)
