@@ -15,7 +15,8 @@ from cnnlab.config.resolvers import run_dir_of
 SWEEP_ONLY = ("sweeper", "pruner", "launcher")  # groups that mean nothing to a single run
 
 
-def _key(override: str) -> str:
+def override_key(override: str) -> str:
+    """The config key an override sets: `+model.width=8` -> `model.width`."""
     return override.split("=", 1)[0].lstrip("+~")
 
 
@@ -34,8 +35,8 @@ def saved_overrides(run_dir: Path) -> list[str]:
 
 
 def _prepend(args: list[str], previous: list[str], drop: tuple[str, ...]) -> list[str]:
-    given = {_key(a) for a in args if "=" in a}
-    return [o for o in previous if _key(o) not in given and _key(o) not in drop] + args
+    given = {override_key(a) for a in args if "=" in a}
+    return [o for o in previous if override_key(o) not in given and override_key(o) not in drop] + args
 
 
 def with_run_overrides(args: list[str]) -> list[str]:

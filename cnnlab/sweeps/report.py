@@ -1,15 +1,20 @@
 """The sweep report: a ranked Rich table, report.md, trials.csv and plots, written into the sweep folder.
 
 Parameter importances and plots come from Optuna, on an in-memory study rebuilt from the run folders
-(the same for a grid sweep as for a Bayesian one).
+(the same for a grid sweep as for a Bayesian one). This module is imported only when a report is
+written, so Optuna and matplotlib cost nothing to a plain training run.
 """
 
 import csv
 import io
 import logging
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from cnnlab.checkpoints.atomic import atomic_bytes_write
 from cnnlab.sweeps.results import SweepResults, TrialRow, best_command, load_sweep
@@ -27,17 +32,15 @@ def _number(value: str) -> Any:
     return value
 
 
-def _as(distribution: Any, value: str) -> Any:
+def _as(distribution: BaseDistribution, value: str) -> Any:
     """An override's text as the type the distribution holds."""
-    kind = type(distribution).__name__
-    return float(value) if kind == "FloatDistribution" else int(value) if kind == "IntDistribution" else _number(value)
+    if isinstance(distribution, FloatDistribution):
+        return float(value)
+    return int(value) if isinstance(distribution, IntDistribution) else _number(value)
 
 
-def rebuild_study(results: SweepResults) -> Any:
+def rebuild_study(results: SweepResults) -> optuna.Study:
     """An in-memory Optuna study holding the completed and pruned trials, for importances and plots."""
-    import optuna
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
     rows = sorted((r for r in results.rows if r.status in ("completed", "pruned")), key=lambda r: r.number)
     observed: dict[str, set] = {key: {_number(r.params[key]) for r in rows if key in r.params} for key in results.searched}
     distributions = {}
@@ -66,10 +69,8 @@ def rebuild_study(results: SweepResults) -> Any:
     return study
 
 
-def importances(results: SweepResults, study: Any) -> dict[str, float]:
+def importances(results: SweepResults, study: optuna.Study) -> dict[str, float]:
     """PED-ANOVA importance of each searched parameter for the first objective ({} with too few trials)."""
-    import optuna
-
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if len(complete) < 3 or not study.trials[0].distributions:
         return {}
@@ -141,7 +142,7 @@ def _markdown(results: SweepResults, importance: dict[str, float], plots: list[s
     header, cells = table_rows(results)
     lines = [f"# Sweep report: {results.sweep_dir.name}", "",
              f"- sampler: {results.sampler}", f"- trials: {len(results.rows)} "
-             f"({', '.join(f'{s}: {n}' for s, n in _status_counts(results).items())})",
+             f"({', '.join(f'{s}: {n}' for s, n in Counter(r.status for r in results.rows).items())})",
              "- objectives: " + ", ".join(f"{m} ({d})" for m, d in results.objectives.items()), ""]
     if results.best is not None:
         lines += ["## Best configuration", "", f"trial {results.best.number} ({results.best.run_dir.name}/):", "",
@@ -162,13 +163,6 @@ def _markdown(results: SweepResults, importance: dict[str, float], plots: list[s
     return "\n".join(lines) + "\n"
 
 
-def _status_counts(results: SweepResults) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for row in results.rows:
-        counts[row.status] = counts.get(row.status, 0) + 1
-    return counts
-
-
 def _csv(results: SweepResults) -> str:
     header, cells = table_rows(results, short=False)
     buffer = io.StringIO()
@@ -179,13 +173,12 @@ def _csv(results: SweepResults) -> str:
     return buffer.getvalue()
 
 
-def save_plots(results: SweepResults, study: Any, importance: dict[str, float]) -> list[str]:
+def save_plots(results: SweepResults, study: optuna.Study, importance: dict[str, float]) -> list[str]:
     """PNG plots next to report.md; returns their file names."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import optuna
     from optuna.visualization import matplotlib as vis
 
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -221,8 +214,6 @@ def save_plots(results: SweepResults, study: Any, importance: dict[str, float]) 
 
 def write_report(sweep_dir: Path, show: bool = True) -> SweepResults:
     """Build every report file in the sweep folder (and print the table when `show`)."""
-    import optuna
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     results = load_sweep(sweep_dir)
     study = rebuild_study(results)

@@ -13,7 +13,7 @@ from typing import Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from cnnlab.config.resume_args import SWEEP_ONLY, saved_overrides
+from cnnlab.config.resume_args import SWEEP_ONLY, override_key, saved_overrides
 from cnnlab.errors import UserError
 from cnnlab.sweeps.lock import sweep_is_running
 from cnnlab.sweeps.space import parse_search_space
@@ -76,16 +76,11 @@ def _swept_keys(task: list[str], params: dict[str, str]) -> list[str]:
     return keys + [k for k in params if k not in keys]
 
 
-def _key_value(override: str) -> tuple[str, str]:
-    key, _, value = override.partition("=")
-    return key.lstrip("+~"), value
-
-
 def _read_row(job_dir: Path, searched: list[str], sweep_running: bool) -> TrialRow | None:
     if not job_dir.name.isdigit() or not (job_dir / ".hydra" / "overrides.yaml").is_file():
         return None
-    overrides = [o for o in saved_overrides(job_dir) if _key_value(o)[0] not in SWEEP_ONLY]
-    pairs = dict(_key_value(o) for o in overrides)
+    overrides = [o for o in saved_overrides(job_dir) if override_key(o) not in SWEEP_ONLY]
+    pairs = {override_key(o): o.partition("=")[2] for o in overrides}
     metrics = read_metrics(job_dir) or {}
     status = str(metrics.get("status", "running" if sweep_running else "failed"))
     if status == "running" and not sweep_running:

@@ -17,6 +17,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
+from cnnlab.config.resume_args import override_key
 from cnnlab.errors import UserError
 
 _PLAIN = re.compile(r"^[A-Za-z_][\w\-./]*$")
@@ -123,8 +124,8 @@ def parse_search_space(arguments: Sequence[str], params: dict[str, str] | None =
     """
     parser = OverridesParser.create()
     lines = [f"{key}={value}" for key, value in (params or {}).items()]
-    given = {line.split("=", 1)[0].lstrip("+~") for line in arguments if "=" in line}
-    lines = [line for line in lines if line.split("=", 1)[0] not in given] + list(arguments)
+    given = {override_key(line) for line in arguments if "=" in line}
+    lines = [line for line in lines if override_key(line) not in given] + list(arguments)
     space = SearchSpace()
     for override in parser.parse_overrides(lines):
         if not override.is_sweep_override():

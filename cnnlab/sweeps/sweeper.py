@@ -19,13 +19,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import Trial, TrialState
 
+from cnnlab.config.resume_args import SWEEP_ONLY, override_key
 from cnnlab.errors import UserError, find_user_error
 from cnnlab.sweeps.lock import exclusive
 from cnnlab.sweeps.space import SearchSpace, parse_search_space
-from cnnlab.config.resume_args import SWEEP_ONLY
 from cnnlab.sweeps.study import (
     FINAL_STATUSES, check_objectives, counts_toward_budget, objective_values, open_storage, read_metrics, requeue,
 )
+from cnnlab.sweeps.trial import prunes
 
 log = logging.getLogger("cnnlab")
 # The per-epoch metrics a trial can report to a pruner, and the direction in which each improves.
@@ -111,7 +112,7 @@ class OptunaSweep:
             return self._run(study, space, sweep_dir)
 
     def _check_pruning(self) -> None:
-        if str(self.config.pruner.get("_target_", "")).endswith("NopPruner"):
+        if not prunes(self.config.pruner):
             return
         if len(self.objectives) > 1:
             raise UserError("pruning needs a single objective: use pruner=none with several hydra.sweeper.objectives")
@@ -138,7 +139,7 @@ class OptunaSweep:
         recorded = {
             "space": space.describe(),
             "objectives": [[metric, direction] for metric, direction in self.objectives.items()],  # order matters
-            "fixed settings": sorted(o for o in space.fixed if o.split("=", 1)[0].lstrip("+~") not in SWEEP_ONLY),
+            "fixed settings": sorted(o for o in space.fixed if override_key(o) not in SWEEP_ONLY),
         }
         if self.storage not in (None, ""):  # a shared database: one study name, one sweep folder
             recorded["sweep folder"] = str(sweep_dir.resolve())

@@ -45,9 +45,14 @@ def launcher_threads() -> int | None:
     return None
 
 
+def prunes(pruner: DictConfig) -> bool:
+    """Whether the `pruner` config group's choice can stop trials (pruner=none cannot)."""
+    return not str(pruner.get("_target_", "")).endswith("NopPruner")
+
+
 def pruning_rule(cfg: DictConfig) -> "PruneRule | None":
     """A rule for the trainer: after each epoch, report the metric and return True to stop (prune) the trial."""
-    if not in_cnnlab_sweep() or cfg.pruner.get("_target_", "").endswith("NopPruner"):
+    if not in_cnnlab_sweep() or not prunes(cfg.pruner):
         return None
     import optuna
     from hydra.utils import instantiate
