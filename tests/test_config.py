@@ -36,11 +36,11 @@ def test_defaults(compose_train) -> None:
 @pytest.mark.parametrize(
     "group", ["dataset", "model", "optimizer", "scheduler", "sweeper", "experiment"],
 )
-def test_every_option_composes_and_resolves(compose_train, group: str) -> None:
+def test_every_option_composes_and_resolves(compose_train, group: str, tmp_path) -> None:
     for option in group_options(group):
         overrides = [f"{group}={option}"]
         if option == "imagefolder":
-            overrides.append("dataset.root=/some/images")
+            overrides.append(f"dataset.root={tmp_path}")
         cfg = compose_train(overrides)
         OmegaConf.resolve(cfg)  # every interpolation resolves
         validate_train_config(cfg)

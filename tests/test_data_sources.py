@@ -6,6 +6,7 @@ with the decode cache), the synthetic set, the seeded holdout split and the batc
 
 import functools
 import hashlib
+import io
 import http.server
 import logging
 import os
@@ -14,6 +15,7 @@ import shutil
 import struct
 import tarfile
 import threading
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -219,6 +221,25 @@ def test_cifar10_downloads_from_file_url(tmp_path: Path) -> None:
     archive, md5, (train_hwc, _, _, _) = make_cifar_archive(tmp_path)
     data = load_cifar10(str(tmp_path / "data"), download=True, url=archive.as_uri(), md5=md5)
     assert torch.equal(data.train.images, as_nchw(train_hwc))
+
+
+@pytest.mark.parametrize("member", ["../escaped.txt", "link"])
+def test_cifar10_archive_that_writes_outside_its_folder_is_refused(tmp_path: Path, member: str) -> None:
+    """A tampered mirror's archive cannot plant files outside dataset.root (path traversal or a symlink)."""
+    archive = tmp_path / "mirror" / "cifar-10-python.tar.gz"
+    archive.parent.mkdir()
+    with tarfile.open(archive, "w:gz") as tar:
+        entry = tarfile.TarInfo(member)
+        if member == "link":
+            entry.type, entry.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            tar.addfile(entry)
+        else:
+            entry.size = 5
+            tar.addfile(entry, io.BytesIO(b"owned"))
+    md5 = hashlib.md5(archive.read_bytes()).hexdigest()
+    with pytest.raises(UserError, match="not a plain file inside"):
+        load_cifar10(str(tmp_path / "data"), download=True, url=archive.as_uri(), md5=md5)
+    assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "data" / "link").exists()
 
 
 def test_cifar10_download_with_wrong_md5_is_a_user_error(tmp_path: Path, http_mirror: tuple[str, Path]) -> None:
@@ -454,6 +475,46 @@ def test_imagefolder_skips_non_images(tmp_path: Path, caplog: pytest.LogCaptureF
     assert data.train.labels.tolist() == labels and torch.equal(data.train.images, images)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "broken.png" in warnings[0].getMessage() and "skipping" in warnings[0].getMessage()
+
+
+def png_declaring(width: int, height: int, data_bytes: int = 4096) -> bytes:
+    """A small grayscale PNG whose header declares width x height, with `data_bytes` of zero image data.
+
+    A huge size with little data is the shape of a decompression bomb; (height x (width + 1)) bytes is a
+    complete image, fewer is a damaged one.
+    """
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    body = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(data_bytes))) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + body
+
+
+def test_imagefolder_skips_decompression_bombs_before_decoding(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Headers over max_pixels, and over Pillow's own limit, are skipped with a warning; nothing huge is allocated."""
+    written = write_class_images(tmp_path, {"a": 1, "b": 1}, np.random.default_rng(6))
+    (tmp_path / "a" / "bomb.png").write_bytes(png_declaring(9_000, 9_000))  # 81 Mpx: 243 MB once decoded as RGB
+    (tmp_path / "b" / "huge.png").write_bytes(png_declaring(60_000, 60_000))  # beyond Pillow's own guard too
+    (tmp_path / "b" / "small.png").write_bytes(png_declaring(100, 100, 100 * 101))
+    with caplog.at_level(logging.WARNING, logger=imagefolder.__name__):
+        data = load_image_folder(str(tmp_path), max_pixels=5_000)
+    images, labels = expected(written)
+    assert data.train.labels.tolist() == labels and torch.equal(data.train.images, images)
+    skipped = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert "bomb.png (9000x9000 pixels is over dataset.source.max_pixels=5000" in skipped
+    assert "huge.png" in skipped and "small.png" in skipped  # 100x100 is over 5000 pixels as well
+    assert load_image_folder(str(tmp_path), max_pixels=20_000).train.labels.tolist() == [0, 1, 1]  # small.png decodes
+
+
+def test_imagefolder_skips_a_png_with_missing_image_data(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Short image data behind a valid header is a warning, not a crash (torchvision's decoder segfaults on it)."""
+    write_class_images(tmp_path, {"a": 1, "b": 1}, np.random.default_rng(7))
+    (tmp_path / "a" / "short.png").write_bytes(png_declaring(100, 100, 4096))
+    with caplog.at_level(logging.WARNING, logger=imagefolder.__name__):
+        data = load_image_folder(str(tmp_path))
+    assert data.train.labels.tolist() == [0, 1]
+    assert any("short.png (not a readable image" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.parametrize("content", [None, "notes.txt"], ids=["empty", "only-text"])

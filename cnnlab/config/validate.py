@@ -1,15 +1,19 @@
 """Checks of the composed config that run before any data is loaded, so a typo fails in a second."""
 
 import re
+from pathlib import Path
 from numbers import Integral, Real
 from typing import Any
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from cnnlab.checkpoints.locate import find_checkpoint
 from cnnlab.config.duration import parse_duration
-from cnnlab.errors import UserError
+from cnnlab.errors import UserError, UserErrorExit
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+EVAL_SPLITS = ("test", "val", "train")
 
 
 def _is_number(value: Any) -> bool:
@@ -26,17 +30,21 @@ def _require(ok: bool, key: str, value: Any, rule: str, example: str) -> None:
 
 
 def check_dataset_root(dataset: DictConfig) -> None:
-    """imagefolder has no default root; say so before anything else is loaded."""
+    """imagefolder has no default root and nothing to download; say so before anything else is loaded."""
     if OmegaConf.is_missing(dataset, "root"):
         raise UserError(
             f"dataset.root is not set for dataset={dataset.name}: "
             "pass dataset.root=/path/to/images (a folder with one subfolder per class)"
         )
+    if dataset.name == "imagefolder" and not Path(str(dataset.root)).expanduser().is_dir():
+        raise UserError(f"imagefolder: dataset.root={dataset.root} is not a folder; point it at your images")
 
 
 def validate_train_config(cfg: DictConfig) -> None:
     """Raise UserError naming the first bad value and how to fix it."""
     check_dataset_root(cfg.dataset)
+    if cfg.resume:
+        find_checkpoint(cfg.resume)
     lr, bs, epochs, wd = cfg.lr, cfg.batch_size, cfg.epochs, cfg.weight_decay
     _require(_is_number(lr) and lr > 0, "lr", lr, "must be a number > 0", "lr=0.05")
     _require(_is_int(bs) and bs > 0, "batch_size", bs, "must be a whole number > 0", "batch_size=256")
@@ -80,3 +88,37 @@ def validate_train_config(cfg: DictConfig) -> None:
     for key in ("histograms", "log_graph"):
         value = cfg.trainer[key]
         _require(isinstance(value, bool), f"trainer.{key}", value, "must be true or false", f"trainer.{key}=true")
+
+
+
+def validate_eval_config(cfg: DictConfig) -> None:
+    """`cnnlab eval`: the checkpoint exists and the split and flags are known."""
+    if OmegaConf.is_missing(cfg, "ckpt"):
+        raise UserError("ckpt is required: pass ckpt=<run folder or .pt file> (for example cnnlab eval ckpt=outputs/runs/...)")
+    find_checkpoint(cfg.ckpt)
+    _require(cfg.split in EVAL_SPLITS, "split", cfg.split, f"must be one of {', '.join(EVAL_SPLITS)}", "split=val")
+    _require(isinstance(cfg.tta, bool), "tta", cfg.tta, "must be true or false", "tta=true")
+    _require(cfg.batch_size is None or (_is_int(cfg.batch_size) and cfg.batch_size > 0), "batch_size",
+             cfg.batch_size, "must be null (the run's eval batch size) or a whole number > 0", "batch_size=512")
+    device = str(cfg.device)
+    _require(bool(_DEVICE.match(device)), "device", device, "must be auto, cpu, cuda or cuda:N", "device=cpu")
+    _require(isinstance(cfg.trust_code, bool), "trust_code", cfg.trust_code, "must be true or false", "trust_code=true")
+
+
+VALIDATORS = {"train": validate_train_config, "eval": validate_eval_config}
+
+
+class ValidateBeforeRun(Callback):
+    """Validates a single run's config before Hydra creates its folder, so a typo leaves nothing behind.
+
+    Sweep jobs are checked by the task itself, since their values are only known once each job starts.
+    """
+
+    def __init__(self, task: str) -> None:
+        self.validate = VALIDATORS[task]
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            self.validate(config)
+        except UserError as e:
+            raise UserErrorExit(e) from e  # Hydra turns a callback's Exception into a warning and goes on

@@ -6,6 +6,7 @@ constructors the format needs, so a tampered data folder cannot run code.
 
 import pickle
 import shutil
+import tarfile
 from pathlib import Path
 from typing import Any
 from urllib.error import URLError
@@ -15,7 +16,7 @@ from urllib.request import url2pathname
 import numpy as np
 import torch
 from torchvision.datasets import CIFAR10
-from torchvision.datasets.utils import check_integrity, download_url, extract_archive
+from torchvision.datasets.utils import check_integrity, download_url
 
 from cnnlab.data.types import ImageSet, SourceData
 from cnnlab.errors import UserError
@@ -68,6 +69,17 @@ def _read_classes(folder: Path) -> list[str]:
         return [str(name) for name in _BatchUnpickler(f, encoding="latin1").load()["label_names"]]
 
 
+def _unpack(archive: Path, root: Path) -> None:
+    """Extract the archive into root, refusing links, devices and members that would land outside it."""
+    base = root.resolve()
+    with tarfile.open(archive) as tar:
+        members = tar.getmembers()
+        for member in members:
+            if not (member.isfile() or member.isdir()) or not (base / member.name).resolve().is_relative_to(base):
+                raise RuntimeError(f"{archive} holds {member.name!r}, which is not a plain file inside {root}; not unpacking it")
+        tar.extractall(base, members=members)
+
+
 def _fetch(url: str, root: Path, md5: str) -> None:
     """Get the archive into root unless a verified copy is there (file:// mirrors are copied), then unpack it."""
     archive = root / CIFAR10.filename
@@ -79,7 +91,7 @@ def _fetch(url: str, root: Path, md5: str) -> None:
             download_url(url, str(root), filename=CIFAR10.filename, md5=md5)
         if not check_integrity(str(archive), md5):
             raise RuntimeError(f"{archive} from {url} does not match md5 {md5}")
-    extract_archive(str(archive), str(root))
+    _unpack(archive, root)
 
 
 def load_cifar10(root: str, download: bool = True, url: str | None = None, md5: str | None = None) -> SourceData:

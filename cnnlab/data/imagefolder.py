@@ -8,12 +8,14 @@ so adding, removing or editing an image makes the next run decode the folder aga
 import hashlib
 import logging
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.io import ImageReadMode, decode_image, read_file
+from PIL import Image
 
 from cnnlab.checkpoints.atomic import atomic_torch_save
 from cnnlab.data.types import ImageSet, SourceData
@@ -42,20 +44,36 @@ def _list_files(split_dir: Path, classes: list[str]) -> list[tuple[Path, int]]:
     return files
 
 
-def _fingerprint(files: list[tuple[Path, int]], root: Path, image_size: int | None, channels: int) -> str:
-    digest = hashlib.sha256(f"{CACHE_FORMAT}|{image_size}|{channels}".encode())
+def _fingerprint(files: list[tuple[Path, int]], root: Path, settings: tuple) -> str:
+    digest = hashlib.sha256(f"{CACHE_FORMAT}|{settings}".encode())
     for path, label in files:
         stat = path.stat()
         digest.update(f"{path.relative_to(root)}|{label}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:24]
 
 
-def _decode(path: Path, mode: ImageReadMode) -> torch.Tensor | None:
+def _decode(path: Path, channels: int, max_pixels: int) -> torch.Tensor | None:
+    """The image as a CHW uint8 tensor, or None (with a warning) for a file that is unreadable or too large.
+
+    The size is read from the header before anything is decoded: a small file can declare a huge
+    image (a decompression bomb) whose decoding would exhaust memory. Pillow decodes, since it
+    reports damaged files as errors (torchvision's PNG decoder crashes the process on short image data).
+    """
     try:
-        return decode_image(read_file(str(path)), mode=mode)
-    except (RuntimeError, ValueError) as e:
+        with Image.open(path) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                log.warning("imagefolder: skipping %s (%dx%d pixels is over dataset.source.max_pixels=%d, a guard "
+                            "against decompression bombs; raise it if the image is genuine)", path, width, height, max_pixels)
+                return None
+            pixels = np.asarray(image.convert("RGB" if channels == 3 else "L"))
+    except Image.DecompressionBombError as e:
+        log.warning("imagefolder: skipping %s (%s)", path, e)
+        return None
+    except (OSError, ValueError, SyntaxError) as e:
         log.warning("imagefolder: skipping %s (not a readable image: %s)", path, str(e).splitlines()[0])
         return None
+    return torch.from_numpy(pixels.reshape(height, width, channels).copy()).permute(2, 0, 1).contiguous()
 
 
 def _resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -65,10 +83,11 @@ def _resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return resized[0].round().clamp(0, 255).to(torch.uint8)
 
 
-def _decode_all(files: list[tuple[Path, int]], image_size: int | None, channels: int) -> ImageSet:
-    mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
-    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
-        decoded = list(pool.map(lambda item: _decode(item[0], mode), files))
+def _decode_all(files: list[tuple[Path, int]], image_size: int | None, channels: int, max_pixels: int) -> ImageSet:
+    # Pillow warns about large headers itself; _decode says the same in cnnlab's words
+    with warnings.catch_warnings(), ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        decoded = list(pool.map(lambda item: _decode(item[0], channels, max_pixels), files))
     kept = [(img, label) for img, (_, label) in zip(decoded, files) if img is not None]
     if not kept:
         raise UserError("imagefolder: none of the files could be decoded as images")
@@ -78,11 +97,16 @@ def _decode_all(files: list[tuple[Path, int]], image_size: int | None, channels:
     return ImageSet(images, labels)
 
 
-def load_image_folder(root: str, image_size: int | None = None, channels: int = 3, cache_dir: str | None = None) -> SourceData:
+def load_image_folder(
+    root: str, image_size: int | None = None, channels: int = 3, cache_dir: str | None = None,
+    max_pixels: int = 64_000_000,
+) -> SourceData:
     """Decode (or load from cache) the train and optional test split of an image folder."""
     base = Path(root).expanduser()
     if not base.is_dir():
         raise UserError(f"imagefolder: dataset.root={root} is not a folder; point it at your images")
+    if not isinstance(max_pixels, int) or max_pixels < 1:
+        raise UserError(f"dataset.source.max_pixels={max_pixels} is invalid: use a whole number of pixels such as 64000000")
     if channels not in (1, 3):
         raise UserError(f"dataset.source.channels={channels} is invalid: use 1 (grayscale) or 3 (RGB)")
     train_dir = base / "train" if (base / "train").is_dir() else base
@@ -93,7 +117,7 @@ def load_image_folder(root: str, image_size: int | None = None, channels: int = 
     if train_dir != base and (base / "test").is_dir():
         split_dirs["test"] = base / "test"
     files = {split: _list_files(folder, classes) for split, folder in split_dirs.items()}
-    key = _fingerprint([f for split in files.values() for f in split], base, image_size, channels)
+    key = _fingerprint([f for split in files.values() for f in split], base, (image_size, channels, max_pixels))
     cache = Path(cache_dir).expanduser() / f"imagefolder-{key}.pt" if cache_dir else None
     if cache is not None and cache.exists():
         try:
@@ -103,7 +127,7 @@ def load_image_folder(root: str, image_size: int | None = None, channels: int = 
         except (RuntimeError, OSError, KeyError, EOFError) as e:
             log.warning("imagefolder: ignoring unreadable cache %s (%s)", cache, e)
     log.info("imagefolder: decoding %d images under %s", sum(len(f) for f in files.values()), base)
-    splits = {split: _decode_all(f, image_size, channels) for split, f in files.items()}
+    splits = {split: _decode_all(f, image_size, channels, max_pixels) for split, f in files.items()}
     if "test" in splits and splits["test"].images.shape[1:] != splits["train"].images.shape[1:]:
         splits["test"] = ImageSet(
             torch.stack([_resize(img, tuple(splits["train"].images.shape[-2:])) for img in splits["test"].images]),

@@ -6,17 +6,12 @@ import hydra
 from omegaconf import DictConfig
 
 import cnnlab.config.resolvers  # noqa: F401 - registers the resolvers the configs use
-from cnnlab.errors import UserError
+from cnnlab.config.validate import validate_eval_config
 from cnnlab.tasks.common import run_task
-
-SPLITS = ("test", "val", "train")
 
 
 def eval_task(cfg: DictConfig, run_dir: Path) -> float:
-    if cfg.split not in SPLITS:
-        raise UserError(f"split={cfg.split!r} is unknown; choose one of {', '.join(SPLITS)}")
-    if not isinstance(cfg.tta, bool):
-        raise UserError(f"tta={cfg.tta!r} is invalid: use tta=true or tta=false")
+    validate_eval_config(cfg)
     from cnnlab.training.evaluate import evaluate_checkpoint
 
     return evaluate_checkpoint(cfg, run_dir)

@@ -16,21 +16,6 @@ from cnnlab.tracking.tracker import Sink
 log = logging.getLogger("cnnlab")
 
 
-class ConsoleLogHandler(logging.Handler):
-    """Logging handler printing plain messages through Rich's console, one line each (no wrapping)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if getattr(record, "file_only", False):
-            return
-        try:
-            message = self.format(record)
-            if record.levelno >= logging.WARNING:
-                message = f"{record.levelname.lower()}: {message}"
-            get_console().print(message, markup=False, highlight=False, soft_wrap=True)
-        except Exception:  # noqa: BLE001 - logging must never raise into the caller
-            self.handleError(record)
-
-
 def _format_macs(macs: int) -> str:
     return f"{macs / 1e6:.2f} M" if macs < 1e9 else f"{macs / 1e9:.2f} G"
 

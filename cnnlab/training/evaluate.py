@@ -9,7 +9,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from cnnlab.checkpoints.atomic import atomic_json_dump
-from cnnlab.checkpoints.store import find_checkpoint, load_checkpoint
+from cnnlab.checkpoints.locate import find_checkpoint
+from cnnlab.checkpoints.store import check_config_code, load_checkpoint
 from cnnlab.data.build import build_data
 from cnnlab.data.loader import BatchLoader
 from cnnlab.errors import UserError
@@ -24,6 +25,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> float:
     """Print and save the evaluation; return the accuracy."""
     path = find_checkpoint(cfg.ckpt)
     checkpoint = load_checkpoint(path)
+    check_config_code(checkpoint["config"], ("model", "dataset"), path, bool(cfg.trust_code))
     run_cfg = OmegaConf.create(checkpoint["config"])
     device = resolve_device(str(cfg.device))
     batch_size = cfg.batch_size or run_cfg.trainer.eval_batch_size

@@ -15,7 +15,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torchvision.utils import make_grid
 
-from cnnlab.checkpoints.store import CheckpointStore, find_checkpoint, load_checkpoint, restore_rng_states
+from cnnlab.checkpoints.locate import find_checkpoint
+from cnnlab.checkpoints.store import CheckpointStore, load_checkpoint, restore_rng_states
 from cnnlab.data.build import DataBundle, build_data
 from cnnlab.models.stats import count_macs, count_parameters, measure_latency_ms
 from cnnlab.tracking.metrics_file import MetricsFileSink
