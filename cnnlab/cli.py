@@ -84,6 +84,10 @@ def main(argv: list[str] | None = None) -> None:
             except BrokenPipeError:  # `cnnlab --help | head`
                 sys.stderr.close()
             return
+    if args[0] not in TASKS and "=" not in args[0] and not args[0].startswith(("-", "~", "+")):
+        print(f"cnnlab: error: unknown task '{args[0]}'; choose one of {', '.join(TASKS)}, "
+              "or give overrides as key=value (see cnnlab --help)", file=sys.stderr)
+        sys.exit(2)
     task = args.pop(0) if args[0] in TASKS else "train"
     module = importlib.import_module(TASKS[task][0])
     expose_sweeper_plugin()

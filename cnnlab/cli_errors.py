@@ -1,14 +1,16 @@
 """Turn the exceptions a user's mistake can raise into one line that says what is wrong and how to fix it."""
 
+import difflib
 import re
 
 from hydra.errors import (
     CompactHydraException,
+    ConfigCompositionException,
     InstantiationException,
     MissingConfigException,
     OverrideParseException,
 )
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from cnnlab.errors import UserErrorExit, find_user_error
 
@@ -16,6 +18,21 @@ from cnnlab.errors import UserErrorExit, find_user_error
 def _first_lines(text: str, count: int = 2) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return "; ".join(lines[:count])
+
+
+def _unknown_key(exc: ConfigCompositionException) -> str | None:
+    """'unknown key trainer.patiense (did you mean trainer.patience?)' for an override of a key that does not exist."""
+    cause = exc.__cause__ or exc.__context__
+    if not isinstance(cause, ConfigAttributeError | ConfigKeyError) or "not in struct" not in str(cause):
+        return None
+    full_key = str(cause.full_key)
+    parent = cause.parent_node
+    siblings = [str(k) for k in parent.keys()] if parent is not None and hasattr(parent, "keys") else []
+    close = difflib.get_close_matches(str(cause.key), siblings, n=1)
+    prefix = full_key.rsplit(".", 1)[0] + "." if "." in full_key else ""
+    guess = f" (did you mean {prefix}{close[0]}?)" if close else ""
+    return (f"unknown key {full_key}{guess}; list the keys with cnnlab train --cfg job, "
+            f"or add a new one with +{full_key}=...")
 
 
 def describe(exc: BaseException) -> str | None:
@@ -31,8 +48,11 @@ def describe(exc: BaseException) -> str | None:
             return f"Hydra's {option} launcher is not installed: pip install -e \".[cluster]\" (or pip install cnnlab[cluster])"
         options = ", ".join(exc.options or [])
         return f"unknown {group} '{option}'; choose one of: {options} (see cnnlab --help)"
+    if isinstance(exc, ConfigCompositionException) and (unknown := _unknown_key(exc)):
+        return unknown
     if isinstance(exc, OverrideParseException):
-        return f"cannot parse override '{exc.override}': {_first_lines(exc.message, 1)}"
+        return (f"cannot parse override '{exc.override}': {_first_lines(exc.message, 1)}; check its brackets and "
+                "quotes, and quote it for the shell (for example 'lr=tag(log,interval(1e-4,1))')")
     if isinstance(exc, InstantiationException):
         cause = exc.__cause__
         key = next((line.split(":", 1)[1].strip() for line in str(exc).splitlines() if line.startswith("full_key:")), "config")

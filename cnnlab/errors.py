@@ -4,7 +4,12 @@ UserError subclasses Hydra's CompactHydraException so that Hydra, when it sees o
 prints only its message; `cnnlab` prints every user error as one line (see cnnlab.cli_errors).
 """
 
+import errno
+
 from hydra.errors import CompactHydraException
+
+DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+PATH_PROBLEMS = {errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS} | DISK_FULL
 
 
 class UserError(CompactHydraException):
@@ -23,12 +28,31 @@ class UserErrorExit(BaseException):
         self.error = error
 
 
+def file_problem(exc: OSError) -> UserError | None:
+    """A full disk or an unusable path, said as what to do about it; None for other OS errors."""
+    if exc.errno not in PATH_PROBLEMS:
+        return None
+    where = exc.filename or "the run's files"
+    if exc.errno in DISK_FULL:
+        return UserError(f"no space left to write {where} ({exc.strerror}); free some space or point hydra.run.dir "
+                         "(hydra.sweep.dir with -m) elsewhere; checkpoints already written are kept")
+    return UserError(f"cannot use {where}: {exc.strerror}; check that the folder exists and is writable, or choose "
+                     "another with hydra.run.dir=... (hydra.sweep.dir=... with -m)")
+
+
 def find_user_error(exc: BaseException | None) -> UserError | None:
-    """The UserError behind `exc`, following `raise ... from` and implicit chaining (instantiate wraps)."""
+    """The UserError behind `exc`, following `raise ... from` and implicit chaining (instantiate wraps).
+
+    A full disk or an unusable output folder counts too: the user can fix those, and a traceback
+    would not tell them how.
+    """
     seen: set[int] = set()
+    first_file_problem = None
     while exc is not None and id(exc) not in seen:
         if isinstance(exc, UserError):
             return exc
+        if isinstance(exc, OSError) and first_file_problem is None:
+            first_file_problem = file_problem(exc)
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
-    return None
+    return first_file_problem

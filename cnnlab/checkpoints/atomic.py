@@ -1,5 +1,6 @@
 """Write files so that a crash at any instant leaves either the old file or the new one, never a torn one."""
 
+import io
 import json
 import os
 import tempfile
@@ -32,7 +33,11 @@ def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    _atomic_write(path, lambda f: torch.save(obj, f))
+    """Serialize in memory first: torch.save turns a failed write into a RuntimeError without its errno,
+    while a plain write keeps the OSError (no space left, file too large) that says what went wrong."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    _atomic_write(path, lambda f: f.write(buffer.getbuffer()))
 
 
 def atomic_bytes_write(data: bytes, path: Path) -> None:

@@ -6,6 +6,7 @@ tensors, numbers, strings and containers but never code.
 
 import pickle
 import random
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist; pass a run folder or a .pt file under its checkpoints/")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols; the error below says it all
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch.load fails in many ways on foreign bytes
         globals_named = [line.strip() for line in str(e).splitlines() if "global" in line.lower() and "weights_only" not in line]
         if isinstance(e, pickle.UnpicklingError) and globals_named:
@@ -97,6 +100,8 @@ class CheckpointStore:
         self.folder = folder
         self.config = config
         self.extra = extra or {}
+        for leftover in folder.glob(".*.pt.*.tmp"):  # a write that SIGKILL cut short; the run holds the folder's lock
+            leftover.unlink(missing_ok=True)
 
     @property
     def last(self) -> Path:
@@ -108,6 +113,11 @@ class CheckpointStore:
 
     def save(self, trainer_state: dict[str, Any], best: bool) -> None:
         payload = {"format": FORMAT_VERSION, **self.extra, **trainer_state, "rng": rng_states(), "config": self.config}
-        atomic_torch_save(payload, self.last)
-        if best:
-            atomic_torch_save(payload, self.best)
+        for path in (self.last, self.best) if best else (self.last,):
+            try:
+                atomic_torch_save(payload, path)
+            except OSError as e:
+                raise UserError(
+                    f"could not write {path} ({e.strerror or e}); the previous checkpoint is kept: free some disk "
+                    f"space, then continue with cnnlab train resume={self.folder.parent}"
+                ) from e

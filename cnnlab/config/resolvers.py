@@ -14,7 +14,7 @@ def _unique_id() -> str:
 def run_dir_of(target: str) -> str:
     """The run folder of a run folder or of one of its checkpoint files."""
     path = Path(str(target)).expanduser()
-    if path.suffix == ".pt":
+    if path.suffix == ".pt" or path.is_file():
         path = path.parent.parent if path.parent.name == "checkpoints" else path.parent
     return str(path)
 

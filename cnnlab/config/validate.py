@@ -83,6 +83,11 @@ def validate_train_config(cfg: DictConfig) -> None:
     factor = cfg.trainer.divergence_factor
     _require(factor is None or (_is_number(factor) and factor > 1), "trainer.divergence_factor", factor,
              "must be null (off) or a number > 1", "trainer.divergence_factor=10")
+    for key, value in cfg.scheduler.items():
+        if str(key).endswith(("_fraction", "_factor", "_epochs")) or key == "gamma":
+            upper = 1 if str(key).endswith("_fraction") else float("inf")
+            _require(_is_number(value) and 0 <= value <= upper, f"scheduler.{key}", value,
+                     "must be a fraction in [0, 1]" if upper == 1 else "must be a number >= 0", f"scheduler.{key}=0.1")
     if cfg.trainer.time_budget is not None:
         parse_duration(cfg.trainer.time_budget)
     for key in ("histograms", "log_graph"):

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from cnnlab.config.resume_args import SWEEP_ONLY, override_key, saved_overrides
 from cnnlab.errors import UserError
-from cnnlab.sweeps.lock import sweep_is_running
+from cnnlab.folder_lock import SWEEP_LOCK, is_locked
 from cnnlab.sweeps.space import parse_search_space
 from cnnlab.sweeps.study import read_metrics
 from cnnlab.sweeps.trial import SWEEPER_TARGET
@@ -114,7 +114,7 @@ def load_sweep(sweep_dir: Path) -> SweepResults:
     params = {str(k): str(v) for k, v in (OmegaConf.select(multirun, "hydra.sweeper.params", default=None) or {}).items()}
     searched = _swept_keys(task, params)
     space = parse_search_space(task, params).distributions if ours else {}
-    running = sweep_is_running(sweep_dir)
+    running = is_locked(sweep_dir, SWEEP_LOCK)
     rows = [row for job in sweep_dir.iterdir() if job.is_dir() and (row := _read_row(job, searched, running)) is not None]
     metric, direction = next(iter(objectives.items()))
     rows.sort(key=lambda r: _rank_key(r, metric, direction))

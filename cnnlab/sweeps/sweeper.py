@@ -21,7 +21,7 @@ from optuna.trial import Trial, TrialState
 
 from cnnlab.config.resume_args import SWEEP_ONLY, override_key
 from cnnlab.errors import UserError, find_user_error
-from cnnlab.sweeps.lock import exclusive
+from cnnlab.folder_lock import SWEEP_LOCK, exclusive
 from cnnlab.sweeps.space import SearchSpace, parse_search_space
 from cnnlab.sweeps.study import (
     FINAL_STATUSES, check_objectives, counts_toward_budget, objective_values, open_storage, read_metrics, requeue,
@@ -106,7 +106,7 @@ class OptunaSweep:
         self._check_composes(space)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        with exclusive(sweep_dir):
+        with exclusive(sweep_dir, SWEEP_LOCK, f"another sweep is running in {sweep_dir}; wait for it or use another hydra.sweep.dir"):
             study = self._open_study(sweep_dir, space)
             OmegaConf.save(self.config, sweep_dir / "multirun.yaml")  # only once the study is known to match
             return self._run(study, space, sweep_dir)

@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 
 import cnnlab.config.resolvers  # noqa: F401 - registers the resolvers the configs use
 from cnnlab.config.validate import validate_train_config
+from cnnlab.folder_lock import RUN_LOCK, exclusive
 from cnnlab.tasks.common import run_task
 
 log = logging.getLogger("cnnlab")
@@ -25,8 +26,10 @@ def train_task(cfg: DictConfig, run_dir: Path) -> float:
 
     if threads := launcher_threads():
         torch.set_num_threads(min(threads, torch.get_num_threads()))  # a lower OMP_NUM_THREADS still wins
+    busy = f"another cnnlab process is writing {run_dir}; let it finish (or stop it) before resuming this run"
     try:
-        return train(cfg, run_dir, prune=pruning_rule(cfg))
+        with exclusive(run_dir, RUN_LOCK, busy):
+            return train(cfg, run_dir, prune=pruning_rule(cfg))
     except RunDiverged as e:
         if HydraConfig.get().mode != RunMode.MULTIRUN:
             raise

@@ -1,6 +1,6 @@
 """The metrics sink interface the Trainer talks to, and the Tracker that fans events out to sinks."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -73,12 +73,21 @@ class Tracker(Sink):
             sink.graph(model, example)
 
     def run_ended(self, summary: dict[str, Any]) -> None:
-        for sink in self.sinks:
-            sink.run_ended(summary)
+        self._every_sink(lambda sink: sink.run_ended(summary))
 
     def close(self) -> None:
+        self._every_sink(lambda sink: sink.close())
+
+    def _every_sink(self, call: Callable[[Sink], None]) -> None:
+        """Call every sink even if one fails (a full disk stops TensorBoard, metrics.json may still fit), then raise."""
+        first: Exception | None = None
         for sink in self.sinks:
-            sink.close()
+            try:
+                call(sink)
+            except Exception as e:  # noqa: BLE001 - re-raised below, after the other sinks had their turn
+                first = first or e
+        if first is not None:
+            raise first
 
     def __enter__(self) -> "Tracker":
         return self

@@ -37,7 +37,9 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> float:
     try:
         model.load_state_dict(checkpoint["model"])
     except RuntimeError as e:
-        raise UserError(f"checkpoint {path} does not fit its own model config ({str(e).splitlines()[0][:120]})") from e
+        detail = " ".join(line.strip() for line in str(e).splitlines()[:2])[:160]
+        raise UserError(f"checkpoint {path} holds weights of another model than its config describes ({detail}); "
+                        "evaluate the checkpoint written by the run that trained it") from e
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     logits, labels = predict(model, loader, autocast_dtype(device, run_cfg.trainer.amp), flip_tta=cfg.tta)
     report = classification_report(logits, labels, len(data.classes))

@@ -5,6 +5,8 @@ from collections.abc import Callable
 from torch import nn
 from torch.optim import Optimizer
 
+from cnnlab.errors import UserError
+
 
 def parameter_groups(model: nn.Module, no_decay_norm_bias: bool) -> list[dict]:
     """Split parameters so that norm weights and biases (1-D tensors) skip weight decay when asked."""
@@ -18,4 +20,8 @@ def parameter_groups(model: nn.Module, no_decay_norm_bias: bool) -> list[dict]:
 
 
 def build_optimizer(factory: Callable[..., Optimizer], model: nn.Module, no_decay_norm_bias: bool) -> Optimizer:
-    return factory(parameter_groups(model, no_decay_norm_bias))
+    """The optimizer; torch's own checks of its settings (momentum < 0, betas outside [0, 1)) become a UserError."""
+    try:
+        return factory(parameter_groups(model, no_decay_norm_bias))
+    except (ValueError, TypeError) as e:
+        raise UserError(f"the optimizer refused its settings ({e}); fix the optimizer.* overrides") from e

@@ -18,6 +18,7 @@ from torchvision.utils import make_grid
 from cnnlab.checkpoints.locate import find_checkpoint
 from cnnlab.checkpoints.store import CheckpointStore, load_checkpoint, restore_rng_states
 from cnnlab.data.build import DataBundle, build_data
+from cnnlab.errors import UserError
 from cnnlab.models.stats import count_macs, count_parameters, measure_latency_ms
 from cnnlab.tracking.metrics_file import MetricsFileSink
 from cnnlab.tracking.plot_files import PlotFilesSink
@@ -161,6 +162,9 @@ def run_fit(trainer: Trainer, tracker: Tracker, data: DataBundle, epochs: int, i
                 summary.update(test_acc=report["acc"], test_loss=report["loss"])
         except RunDiverged as e:
             summary.update(status="diverged", message=str(e))
+            raise
+        except UserError as e:  # e.g. a checkpoint that could not be written
+            summary.update(message=str(e))
             raise
         except RunInterrupted as e:
             summary.update(status="interrupted", message=f"{e}; {resume_hint}")

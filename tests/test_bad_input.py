@@ -1,0 +1,217 @@
+"""The bad-input catalogue: every mistake a user can make on the command line, run through the real CLI.
+
+Each case must exit with code 2 and print exactly one line, `cnnlab: error: ...`, that names the
+problem and the fix, with no Python traceback. Paths in a case's arguments are placeholders filled in
+from a shared set of files (a finished run, a broken image folder, a damaged checkpoint, ...).
+"""
+
+import json
+import pickle
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import cli_env, cnnlab_executable
+
+SMOKE = ["experiment=smoke", "dataset.train_size=400", "dataset.val_size=100", "dataset.test_size=100", "epochs=1"]
+
+
+@dataclass(frozen=True)
+class Case:
+    args: tuple[str, ...]
+    problem: str  # words that name what is wrong
+    fix: str      # words that say what to do
+
+
+CASES = {
+    # config groups and keys
+    "unknown model": Case(("train", "model=nope"), "unknown model 'nope'", "efficient, efficient_tiny"),
+    "unknown dataset": Case(("train", "dataset=cifar100"), "unknown dataset 'cifar100'", "cifar10, fashion_mnist"),
+    "unknown experiment": Case(("train", "experiment=nope"), "unknown experiment 'nope'", "smoke"),
+    "unknown sampler": Case(("-m", "sweeper=bayes"), "unknown sweeper 'bayes'", "gp, grid"),
+    "unknown pruner": Case(("-m", "sweeper=tpe", "pruner=asha"), "unknown pruner 'asha'", "hyperband, median"),
+    "unknown key": Case(("train", "lrr=0.1"), "unknown key lrr", "did you mean lr?"),
+    "unknown nested key": Case(("train", "trainer.patiense=3"), "unknown key trainer.patiense", "trainer.patience"),
+    "unknown task": Case(("trian",), "unknown task 'trian'", "train, eval, data, report"),
+    "unparsable override": Case(("train", "lr=tag(log"), "cannot parse override 'lr=tag(log'", "brackets and quotes"),
+    # wrong types and ranges
+    "lr not a number": Case(("train", "lr=abc"), "lr='abc' is invalid", "lr=0.05"),
+    "lr zero": Case(("train", "lr=0"), "lr=0 is invalid: must be a number > 0", "lr=0.05"),
+    "lr negative": Case(("train", "lr=-0.1"), "lr=-0.1 is invalid", "lr=0.05"),
+    "batch_size zero": Case(("train", "batch_size=0"), "batch_size=0 is invalid", "batch_size=256"),
+    "batch_size fraction": Case(("train", "batch_size=1.5"), "must be a whole number > 0", "batch_size=256"),
+    "epochs negative": Case(("train", "epochs=-1"), "epochs=-1 is invalid", "epochs=10"),
+    "dropout one": Case(("train", "model.dropout=1.0"), "model.dropout=1.0 is invalid: must be a number in [0, 1)", "model.dropout=0.1"),
+    "dropout negative": Case(("train", "model.dropout=-0.1"), "model.dropout=-0.1 is invalid", "model.dropout=0.1"),
+    "seed not a number": Case(("train", "seed=abc"), "seed='abc' is invalid", "seed=0"),
+    "unknown device": Case(("train", "device=gpu"), "device='gpu' is invalid", "device=cpu"),
+    "bad time budget": Case(("train", "trainer.time_budget=soon"), "trainer.time_budget='soon' is invalid", "10m"),
+    "schedule fraction": Case(("train", "scheduler.warmup_fraction=2"), "scheduler.warmup_fraction=2 is invalid", "scheduler.warmup_fraction=0.1"),
+    "optimizer refuses": Case(("train", *SMOKE, "optimizer.momentum=-1"), "Invalid momentum value: -1", "optimizer.* overrides"),
+    "val_size over the data": Case(("train", *SMOKE, "dataset.val_size=500"), "dataset.val_size=500 leaves no training images out of 400", "between 1 and 399"),
+    "model too deep for the input": Case(
+        ("train", *SMOKE, "dataset.source.image_size=28", "model=efficient", "model.widths=[8,8,8,8,8,8]",
+         "model.depths=[1,1,1,1,1,1]", "model.blocks=[ds,ds,ds,ds,ds,ds]"),
+        "5 stride-2 stages, too many for (28, 28) inputs", "drop a stage"),
+    # data on disk
+    "imagefolder without root": Case(("train", "dataset=imagefolder"), "dataset.root is not set", "dataset.root=/path/to/images"),
+    "missing dataset folder": Case(("train", "dataset=imagefolder", "dataset.root={tmp}/no-such-folder"), "no-such-folder is not a folder", "point it at your images"),
+    "empty class folder": Case(("train", *SMOKE, "dataset=imagefolder", "dataset.root={images_with_empty_class}"), "has no images", "add some or remove the folder"),
+    "unsupported channels": Case(("train", *SMOKE, "dataset=imagefolder", "dataset.root={images}", "dataset.source.channels=2"), "dataset.source.channels=2 is invalid", "use 1 (grayscale) or 3 (RGB)"),
+    "cifar10 download fails": Case(("train", "dataset=cifar10", "dataset.root={tmp}/nodata", "dataset.source.url=file:///nonexistent.tar.gz"), "the download failed", "dataset=synthetic"),
+    "cifar10 missing, download off": Case(("train", "dataset=cifar10", "dataset.root={tmp}/empty", "dataset.source.download=false"), "no data in", "dataset=synthetic"),
+    # devices and folders
+    "cuda without cuda": Case(("train", *SMOKE, "device=cuda"), "CUDA is not available here", "device=cpu"),
+    "output folder under a file": Case(("train", *SMOKE, "hydra.run.dir={a_file}/run"), "Not a directory", "hydra.run.dir="),
+    # checkpoints and resume
+    "resume without checkpoint": Case(("train", "resume={run_without_checkpoint}"), "no checkpoint in", "start it again"),
+    "resume of a missing folder": Case(("train", "resume={tmp}/no-such-run"), "no-such-run does not exist", "pass a run folder"),
+    "corrupt checkpoint": Case(("train", "resume={corrupt_run}"), "is unreadable (corrupt, truncated or not a checkpoint)", "use checkpoints/best.pt"),
+    "truncated checkpoint": Case(("eval", "ckpt={truncated_checkpoint}"), "is unreadable", "use checkpoints/best.pt"),
+    "checkpoint from another model": Case(("train", "resume={run_with_foreign_checkpoint}"), "model._target_: cnnlab.models.baselines.SimpleCNN -> cnnlab.models.efficient.EfficientCNN", "drop those overrides"),
+    "weights of another model": Case(("eval", "ckpt={mismatched_weights}"), "holds weights of another model", "evaluate the checkpoint written by the run that trained it"),
+    "resume with other settings": Case(("train", "resume={run}", "lr=0.5"), "with different settings (lr: 0.1 -> 0.5", "only epochs may be raised"),
+    "checkpoint with a code payload": Case(("eval", "ckpt={malicious_checkpoint}"), "was refused: it asks to import code", "only load checkpoints written by cnnlab"),
+    "plain pickle with a code payload": Case(("eval", "ckpt={malicious_pickle}"), "is unreadable", "use checkpoints/best.pt"),
+    "checkpoint config naming code": Case(("eval", "ckpt={foreign_target_checkpoint}"), "asks to build 'os.system'", "trust_code=true"),
+    "eval without ckpt": Case(("eval",), "ckpt is required", "ckpt=<run folder or .pt file>"),
+    "eval split": Case(("eval", "ckpt={run}", "split=holdout"), "split='holdout' is invalid", "split=val"),
+    # sweeps
+    "report of a non-sweep folder": Case(("report", "{run}"), "is not a sweep folder", "outputs/sweeps/"),
+    "from_sweep of a missing folder": Case(("train", "from_sweep={tmp}/no-sweep"), "no-sweep is not a sweep folder", "outputs/sweeps/"),
+}
+
+
+def run(args: list[str], cwd: Path, env: dict | None = None) -> "subprocess.CompletedProcess[str]":
+    import subprocess
+
+    return subprocess.run([cnnlab_executable(), *args], cwd=cwd, env={**cli_env(cwd), **(env or {})},
+                          capture_output=True, text=True, timeout=240)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The files the cases point at, made once per test process: one real run, then damaged copies of it."""
+    tmp = tmp_path_factory.mktemp("bad-input")
+    made = {"tmp": tmp, "run": tmp / "run", "a_file": tmp / "a-file"}
+    made["a_file"].write_text("not a folder")
+    finished = run(["train", *SMOKE, "lr=0.1", f"hydra.run.dir={made['run']}"], tmp)
+    assert finished.returncode == 0, finished.stderr
+    checkpoint = made["run"] / "checkpoints" / "last.pt"
+
+    def copy_run(name: str) -> Path:
+        target = tmp / name
+        shutil.copytree(made["run"], target, ignore=shutil.ignore_patterns(".run.lock"))
+        return target
+
+    made["run_without_checkpoint"] = copy_run("no-checkpoint")
+    shutil.rmtree(made["run_without_checkpoint"] / "checkpoints")
+    made["corrupt_run"] = copy_run("corrupt")
+    (made["corrupt_run"] / "checkpoints" / "last.pt").write_bytes(b"\x00garbage" * 100)
+    made["truncated_checkpoint"] = tmp / "truncated.pt"
+    made["truncated_checkpoint"].write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
+
+    payload = torch.load(checkpoint, weights_only=True)
+    other = run(["train", *SMOKE, "model=simple_cnn", f"hydra.run.dir={tmp / 'simple'}"], tmp)
+    assert other.returncode == 0, other.stderr
+    simple = torch.load(tmp / "simple" / "checkpoints" / "last.pt", weights_only=True)
+    made["run_with_foreign_checkpoint"] = copy_run("foreign")
+    shutil.copy(tmp / "simple" / "checkpoints" / "last.pt", made["run_with_foreign_checkpoint"] / "checkpoints" / "last.pt")
+    made["mismatched_weights"] = tmp / "mismatched.pt"
+    torch.save({**payload, "model": simple["model"]}, made["mismatched_weights"])
+    made["foreign_target_checkpoint"] = tmp / "foreign-target.pt"
+    config = {**payload["config"], "model": {"_target_": "os.system", "command": f"touch {tmp / 'PWNED'}"}}
+    torch.save({**payload, "config": config}, made["foreign_target_checkpoint"])
+    made["malicious_checkpoint"] = tmp / "malicious.pt"
+    torch.save({**payload, "model": CodePayload(tmp / "PWNED")}, made["malicious_checkpoint"])
+    made["malicious_pickle"] = tmp / "malicious.pkl"
+    made["malicious_pickle"].write_bytes(pickle.dumps(CodePayload(tmp / "PWNED")))
+
+    made["images"] = tmp / "images"
+    made["images_with_empty_class"] = tmp / "images-empty-class"
+    for folder in (made["images"], made["images_with_empty_class"]):
+        for name in ("cat", "dog"):
+            (folder / name).mkdir(parents=True)
+            for i in range(3):
+                (folder / name / f"{i}.png").write_bytes(tiny_png(i))
+    for image in (made["images_with_empty_class"] / "dog").iterdir():
+        image.unlink()
+    return made
+
+
+class CodePayload:
+    """A pickle that runs `touch <marker>` when loaded by a plain unpickler."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def tiny_png(seed: int) -> bytes:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def fill(text: str, files: dict[str, Path]) -> str:
+    return text.format(**{k: str(v) for k, v in files.items()})
+
+
+def test_the_catalogue_covers_at_least_30_mistakes() -> None:
+    assert len(CASES) >= 30
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_mistake_fails_in_one_line_naming_problem_and_fix(files: dict[str, Path], name: str) -> None:
+    case = CASES[name]
+    if name == "cuda without cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    args = [fill(a, files) for a in case.args]
+    result = run(args, files["tmp"])
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "Traceback" not in output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cnnlab: error: "), result.stderr
+    assert fill(case.problem, files) in lines[0], lines[0]
+    assert fill(case.fix, files) in lines[0], lines[0]
+    assert not (files["tmp"] / "PWNED").exists()  # no checkpoint got to run its code
+
+
+@pytest.mark.parametrize("how", [["--debug"], []], ids=["--debug", "HYDRA_FULL_ERROR=1"])
+def test_the_traceback_is_still_there_when_asked_for(files: dict[str, Path], how: list[str]) -> None:
+    result = run(["train", "lr=abc", *how], files["tmp"], env={} if how else {"HYDRA_FULL_ERROR": "1"})
+    assert result.returncode != 0
+    assert "Traceback" in result.stderr and "lr='abc' is invalid" in result.stderr
+
+
+def test_a_config_mistake_fails_before_any_data_loads_and_leaves_no_folder(files: dict[str, Path]) -> None:
+    """The validation runs first: a missing image folder would be the next error if data were read."""
+    cwd = files["tmp"] / "clean"
+    cwd.mkdir()
+    result = run(["train", "dataset=imagefolder", f"dataset.root={files['images']}", "lr=0"], cwd)
+    assert result.returncode == 2 and "lr=0 is invalid" in result.stderr
+    assert list(cwd.iterdir()) == []
+
+
+def test_an_image_that_does_not_decode_is_skipped_with_a_warning(files: dict[str, Path]) -> None:
+    images = files["tmp"] / "images-with-a-broken-file"
+    shutil.copytree(files["images"], images)
+    (images / "cat" / "broken.png").write_bytes(b"<html>not a png</html>")
+    result = run(["train", *SMOKE, "dataset=imagefolder", f"dataset.root={images}", "dataset.val_size=2",
+                  f"hydra.run.dir={files['tmp'] / 'skip-run'}"], files["tmp"])
+    assert result.returncode == 0, result.stderr
+    assert "warning: imagefolder: skipping" in result.stdout + result.stderr and "broken.png" in result.stdout + result.stderr
+    assert json.loads((files["tmp"] / "skip-run" / "metrics.json").read_text())["status"] == "completed"
