@@ -215,3 +215,23 @@ def test_an_image_that_does_not_decode_is_skipped_with_a_warning(files: dict[str
     assert result.returncode == 0, result.stderr
     assert "warning: imagefolder: skipping" in result.stdout + result.stderr and "broken.png" in result.stdout + result.stderr
     assert json.loads((files["tmp"] / "skip-run" / "metrics.json").read_text())["status"] == "completed"
+
+
+def test_eval_takes_data_locations_from_this_machine_not_the_checkpoint(files: dict[str, Path], compose_train) -> None:
+    """A shared checkpoint cannot choose where eval downloads and unpacks data (dataset.root, url, md5)."""
+    from omegaconf import OmegaConf
+
+    from test_data_sources import make_cifar_archive, write_cifar
+
+    tmp = files["tmp"] / "locations"
+    archive, md5, _ = make_cifar_archive(tmp)  # what a tampered checkpoint would have eval fetch
+    dataset = OmegaConf.to_container(compose_train(["dataset=cifar10"]).dataset, resolve=True)
+    dataset.update(root=str(tmp / "chosen-by-the-file"), val_size=5)
+    dataset["source"].update(root=str(tmp / "chosen-by-the-file"), url=archive.as_uri(), md5=md5)
+    payload = torch.load(files["run"] / "checkpoints" / "last.pt", weights_only=True)
+    torch.save({**payload, "config": {**payload["config"], "dataset": dataset}}, tmp / "shared.pt")
+    write_cifar(tmp / "local-data")
+    result = run(["eval", f"ckpt={tmp / 'shared.pt'}"], tmp, env={"CNNLAB_DATA": str(tmp / "local-data")})
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp / "eval.json").read_text())["count"] == 4  # the local copy's test split
+    assert not (tmp / "chosen-by-the-file").exists()

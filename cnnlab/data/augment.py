@@ -2,7 +2,6 @@
 
 import torch
 import torch.nn.functional as F
-from torchvision.transforms import v2
 
 
 def random_crop(images: torch.Tensor, padding: int, gen: torch.Generator) -> torch.Tensor:
@@ -33,7 +32,11 @@ class BatchAugment:
     ) -> None:
         self.crop_padding = crop_padding
         self.flip = flip
-        self.randaugment = v2.RandAugment(randaugment_ops, randaugment_magnitude) if randaugment else None
+        self.randaugment = None
+        if randaugment:
+            from torchvision.transforms import v2  # torchvision costs 1.7 s to import; only RandAugment needs it
+
+            self.randaugment = v2.RandAugment(randaugment_ops, randaugment_magnitude)
         self.group = randaugment_group
 
     def __call__(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

@@ -15,13 +15,14 @@ from urllib.request import url2pathname
 
 import numpy as np
 import torch
-from torchvision.datasets import CIFAR10
-from torchvision.datasets.utils import check_integrity, download_url
 
 from cnnlab.data.types import ImageSet, SourceData
 from cnnlab.errors import UserError
 
 BATCH_DIR = "cifar-10-batches-py"
+ARCHIVE = "cifar-10-python.tar.gz"
+OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+OFFICIAL_MD5 = "c58f30108f718f92721af3b95e74349a"
 TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
 TEST_BATCH = "test_batch"
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -82,13 +83,15 @@ def _unpack(archive: Path, root: Path) -> None:
 
 def _fetch(url: str, root: Path, md5: str) -> None:
     """Get the archive into root unless a verified copy is there (file:// mirrors are copied), then unpack it."""
-    archive = root / CIFAR10.filename
+    from torchvision.datasets.utils import check_integrity, download_url  # only when fetching: 1.7 s to import
+
+    archive = root / ARCHIVE
     if not check_integrity(str(archive), md5):
         if url.startswith("file://"):
             root.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(url2pathname(urlparse(url).path), archive)
         else:
-            download_url(url, str(root), filename=CIFAR10.filename, md5=md5)
+            download_url(url, str(root), filename=ARCHIVE, md5=md5)
         if not check_integrity(str(archive), md5):
             raise RuntimeError(f"{archive} from {url} does not match md5 {md5}")
     _unpack(archive, root)
@@ -99,15 +102,15 @@ def load_cifar10(root: str, download: bool = True, url: str | None = None, md5: 
     folder = Path(root).expanduser() / BATCH_DIR
     if not folder.is_dir() and download:
         try:
-            _fetch(url or CIFAR10.url, Path(root).expanduser(), md5 or CIFAR10.tgz_md5)
+            _fetch(url or OFFICIAL_URL, Path(root).expanduser(), md5 or OFFICIAL_MD5)
         except (URLError, OSError, RuntimeError) as e:
             raise UserError(
-                f"cifar10: no data in {folder} and the download failed ({e}); put {CIFAR10.filename} in "
+                f"cifar10: no data in {folder} and the download failed ({e}); put {ARCHIVE} in "
                 f"{Path(root).expanduser()}, set dataset.root=<folder with it>, or use dataset=synthetic"
             ) from e
     if not folder.is_dir():
         raise UserError(
-            f"cifar10: no data in {folder} (download is off); put {CIFAR10.filename} there unpacked, "
+            f"cifar10: no data in {folder} (download is off); put {ARCHIVE} there unpacked, "
             "set dataset.root=<folder with it>, or use dataset=synthetic"
         )
     return SourceData(_read_split(folder, TRAIN_BATCHES), _read_split(folder, [TEST_BATCH]), _read_classes(folder))

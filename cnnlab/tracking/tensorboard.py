@@ -35,8 +35,8 @@ class TensorBoardSink(Sink):
         for name, values in grad_norms.items():
             self.writer.add_histogram(f"grad_norm/{name}", values, epoch)
 
-    def image(self, tag: str, image: torch.Tensor, step: int) -> None:
-        self.writer.add_image(tag, image, step)
+    def images(self, tag: str, images: torch.Tensor, step: int) -> None:
+        self.writer.add_images(tag, images, step, dataformats="NCHW")
 
     def graph(self, model: torch.nn.Module, example: torch.Tensor) -> None:
         try:

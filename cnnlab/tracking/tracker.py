@@ -20,8 +20,8 @@ class Sink:
     def tensors(self, epoch: int, weights: dict[str, torch.Tensor], grad_norms: dict[str, torch.Tensor]) -> None:
         """Per-layer weights and the gradient norms seen during the epoch, for distributions."""
 
-    def image(self, tag: str, image: torch.Tensor, step: int) -> None:
-        """A CHW float image in [0, 1]."""
+    def images(self, tag: str, images: torch.Tensor, step: int) -> None:
+        """A batch of NCHW float images in [0, 1], shown as a grid."""
 
     def evaluation(self, split: str, report: dict[str, Any], classes: list[str], step: int) -> None:
         """A split's final accuracy, per-class accuracy and confusion matrix."""
@@ -60,9 +60,9 @@ class Tracker(Sink):
         for sink in self.sinks:
             sink.tensors(epoch, weights, grad_norms)
 
-    def image(self, tag: str, image: torch.Tensor, step: int) -> None:
+    def images(self, tag: str, images: torch.Tensor, step: int) -> None:
         for sink in self.sinks:
-            sink.image(tag, image, step)
+            sink.images(tag, images, step)
 
     def evaluation(self, split: str, report: dict[str, Any], classes: list[str], step: int) -> None:
         for sink in self.sinks:

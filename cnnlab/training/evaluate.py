@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra import compose
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -27,6 +28,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> float:
     checkpoint = load_checkpoint(path)
     check_config_code(checkpoint["config"], ("model", "dataset"), path, bool(cfg.trust_code))
     run_cfg = OmegaConf.create(checkpoint["config"])
+    run_cfg.dataset = with_local_data_locations(run_cfg.dataset)
     device = resolve_device(str(cfg.device))
     batch_size = cfg.batch_size or run_cfg.trainer.eval_batch_size
     channels_last = bool(run_cfg.trainer.channels_last)
@@ -51,6 +53,25 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> float:
     print_evaluation(result, data.classes, title=f"{path} on {cfg.split} ({report['count']} images{', flip TTA' if cfg.tta else ''})")
     log.info("eval.json written to %s", run_dir)
     return report["acc"]
+
+
+LOCATION_KEYS = ("root", "source.root", "source.cache_dir", "source.download", "source.url", "source.md5")
+
+
+def with_local_data_locations(saved: DictConfig) -> DictConfig:
+    """The checkpoint's dataset settings, but where data lives and comes from as this machine's config says.
+
+    A checkpoint records the training machine's folders; taken from a shared file they would also let it
+    choose where to download and unpack (root, url, md5). An image folder keeps its recorded root: it
+    has no default, and reading a folder as images writes nothing there.
+    """
+    local = OmegaConf.to_container(compose(config_name="train", overrides=[f"dataset={saved.name}"]).dataset, resolve=True)
+    merged = saved.copy()
+    for key in LOCATION_KEYS:
+        value = OmegaConf.select(OmegaConf.create(local), key, default=None)
+        if value is not None and value != "???":
+            OmegaConf.update(merged, key, value, force_add=True)
+    return merged
 
 
 def split_loader(data: Any, split: str, batch_size: int) -> BatchLoader:

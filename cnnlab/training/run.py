@@ -13,7 +13,6 @@ import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from torchvision.utils import make_grid
 
 from cnnlab.checkpoints.locate import find_checkpoint
 from cnnlab.checkpoints.store import CheckpointStore, load_checkpoint, restore_rng_states
@@ -53,12 +52,11 @@ def hparam_values(cfg: DictConfig) -> dict[str, Any]:
     return {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in values.items() if v is not None}
 
 
-def augmented_sample_grid(data: DataBundle, count: int = 32) -> torch.Tensor:
-    """A grid of the first augmented training batch, drawn without touching the run's random state."""
+def augmented_samples(data: DataBundle, count: int = 32) -> torch.Tensor:
+    """The first augmented training images (NCHW in [0, 1]), drawn without touching the run's random state."""
     with torch.random.fork_rng(devices=[]):
         images, _ = next(iter(data.train.iterate()))
-    images = (images[:count].float() * data.train.std + data.train.mean).clamp(0, 1)
-    return make_grid(images.cpu(), nrow=8, padding=2)
+    return (images[:count].float() * data.train.std + data.train.mean).clamp(0, 1).cpu()
 
 
 def train(cfg: DictConfig, run_dir: Path, prune: PruneRule | None = None) -> float:
@@ -135,7 +133,7 @@ def plan_run_length(cfg: DictConfig, checkpoint: dict | None, budget_s: float | 
 
 
 def log_start_images(tracker: Tracker, data: DataBundle, model: torch.nn.Module, cfg: DictConfig) -> None:
-    tracker.image("train/augmented_samples", augmented_sample_grid(data), 0)
+    tracker.images("train/augmented_samples", augmented_samples(data), 0)
     if cfg.trainer.log_graph:
         tracker.graph(model, next(iter(data.val))[0][:2])
 
@@ -163,14 +161,14 @@ def run_fit(trainer: Trainer, tracker: Tracker, data: DataBundle, epochs: int, i
         except RunDiverged as e:
             summary.update(status="diverged", message=str(e))
             raise
-        except UserError as e:  # e.g. a checkpoint that could not be written
-            summary.update(message=str(e))
-            raise
         except RunInterrupted as e:
             summary.update(status="interrupted", message=f"{e}; {resume_hint}")
             raise RunInterrupted(summary["message"]) from e
         except KeyboardInterrupt:
             summary.update(status="interrupted", message=f"stopped at once; checkpoints/last.pt is the last finished epoch; {resume_hint}")
+            raise
+        except UserError as e:  # after the more specific ones above; e.g. a checkpoint that could not be written
+            summary.update(message=str(e))
             raise
         finally:
             summary.update(best_val_acc=trainer.best_val_acc, epochs_completed=trainer.epoch, train_time_s=trainer.train_time_s)
