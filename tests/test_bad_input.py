@@ -235,3 +235,15 @@ def test_eval_takes_data_locations_from_this_machine_not_the_checkpoint(files: d
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp / "eval.json").read_text())["count"] == 4  # the local copy's test split
     assert not (tmp / "chosen-by-the-file").exists()
+
+
+def test_paths_with_shell_syntax_are_only_ever_paths(files: dict[str, Path]) -> None:
+    """A folder named like a shell command is read as a folder; nothing runs it."""
+    images = files["tmp"] / "shell" / "imgs; touch PWNED-1 $(touch PWNED-2) `touch PWNED-3`"
+    shutil.copytree(files["images"], images)
+    cwd = images.parent
+    result = run(["train", *SMOKE, "dataset=imagefolder", f"dataset.root='{images}'", "dataset.val_size=2",
+                  f"hydra.run.dir='{cwd / 'run; touch PWNED-4'}'"], cwd)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((cwd / "run; touch PWNED-4" / "metrics.json").read_text())["status"] == "completed"
+    assert not [p for p in files["tmp"].rglob("PWNED*")]
