@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
         print("cnnlab: interrupted", file=sys.stderr)
         sys.exit(130)
     except (Exception, UserErrorExit) as exc:
-        message = None if debug else describe(exc)
+        message = None if debug else describe(exc, task)
         if message is None:
             raise
         print(f"cnnlab: error: {message}", file=sys.stderr)

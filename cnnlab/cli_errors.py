@@ -20,7 +20,7 @@ def _first_lines(text: str, count: int = 2) -> str:
     return "; ".join(lines[:count])
 
 
-def _unknown_key(exc: ConfigCompositionException) -> str | None:
+def _unknown_key(exc: ConfigCompositionException, task: str) -> str | None:
     """'unknown key trainer.patiense (did you mean trainer.patience?)' for an override of a key that does not exist."""
     cause = exc.__cause__ or exc.__context__
     if not isinstance(cause, ConfigAttributeError | ConfigKeyError) or "not in struct" not in str(cause):
@@ -31,11 +31,11 @@ def _unknown_key(exc: ConfigCompositionException) -> str | None:
     close = difflib.get_close_matches(str(cause.key), siblings, n=1)
     prefix = full_key.rsplit(".", 1)[0] + "." if "." in full_key else ""
     guess = f" (did you mean {prefix}{close[0]}?)" if close else ""
-    return (f"unknown key {full_key}{guess}; list the keys with cnnlab train --cfg job, "
+    return (f"unknown key {full_key}{guess}; list the keys with cnnlab {task} --cfg job, "
             f"or add a new one with +{full_key}=...")
 
 
-def describe(exc: BaseException) -> str | None:
+def describe(exc: BaseException, task: str = "train") -> str | None:
     """One line for a user mistake, or None when the exception is a bug that deserves its traceback."""
     if isinstance(exc, UserErrorExit):
         return str(exc.error)
@@ -48,7 +48,7 @@ def describe(exc: BaseException) -> str | None:
             return f"Hydra's {option} launcher is not installed: pip install -e \".[cluster]\" (or pip install cnnlab[cluster])"
         options = ", ".join(exc.options or [])
         return f"unknown {group} '{option}'; choose one of: {options} (see cnnlab --help)"
-    if isinstance(exc, ConfigCompositionException) and (unknown := _unknown_key(exc)):
+    if isinstance(exc, ConfigCompositionException) and (unknown := _unknown_key(exc, task)):
         return unknown
     if isinstance(exc, OverrideParseException):
         return (f"cannot parse override '{exc.override}': {_first_lines(exc.message, 1)}; check its brackets and "

@@ -73,6 +73,7 @@ CASES = {
     "truncated checkpoint": Case(("eval", "ckpt={truncated_checkpoint}"), "is unreadable", "use checkpoints/best.pt"),
     "checkpoint from another model": Case(("train", "resume={run_with_foreign_checkpoint}"), "model._target_: cnnlab.models.baselines.SimpleCNN -> cnnlab.models.efficient.EfficientCNN", "drop those overrides"),
     "weights of another model": Case(("eval", "ckpt={mismatched_weights}"), "holds weights of another model", "evaluate the checkpoint written by the run that trained it"),
+    "resume with other channels": Case(("train", "resume={run}", "dataset.source.channels=1"), "dataset.source.channels: 3 -> 1", "start a new run without resume="),
     "resume with other settings": Case(("train", "resume={run}", "lr=0.5"), "with different settings (lr: 0.1 -> 0.5", "only epochs may be raised"),
     "checkpoint with a code payload": Case(("eval", "ckpt={malicious_checkpoint}"), "was refused: it asks to import code", "only load checkpoints written by cnnlab"),
     "plain pickle with a code payload": Case(("eval", "ckpt={malicious_pickle}"), "is unreadable", "use checkpoints/best.pt"),

@@ -22,8 +22,10 @@ def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno is not None:  # name the file the user knows, not the temporary one
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
