@@ -11,6 +11,10 @@ RUN_LOCK = ".run.lock"      # a training run (fresh or resumed) writing its fold
 SWEEP_LOCK = ".sweep.lock"  # a sweep process asking, launching and recording trials
 
 
+def busy_run(run_dir: Path) -> str:
+    return f"another cnnlab process is writing {run_dir}; let it finish (or stop it) before resuming this run"
+
+
 @contextmanager
 def exclusive(folder: Path, lock_name: str, busy: str) -> Iterator[None]:
     """Hold the folder's lock, or raise UserError(busy): two writers would overwrite each other's work."""

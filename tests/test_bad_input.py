@@ -62,10 +62,10 @@ CASES = {
     "empty class folder": Case(("train", *SMOKE, "dataset=imagefolder", "dataset.root={images_with_empty_class}"), "has no images", "add some or remove the folder"),
     "unsupported channels": Case(("train", *SMOKE, "dataset=imagefolder", "dataset.root={images}", "dataset.source.channels=2"), "dataset.source.channels=2 is invalid", "use 1 (grayscale) or 3 (RGB)"),
     "cifar10 download fails": Case(("train", "dataset=cifar10", "dataset.root={tmp}/nodata", "dataset.source.url=file:///nonexistent.tar.gz"), "the download failed", "dataset=synthetic"),
-    "cifar10 missing, download off": Case(("train", "dataset=cifar10", "dataset.root={tmp}/empty", "dataset.source.download=false"), "no data in", "dataset=synthetic"),
+    "cifar10 missing, download off": Case(("train", "dataset=cifar10", "dataset.root={tmp}/empty", "dataset.source.download=false"), "(download is off)", "dataset=synthetic"),
     # devices and folders
     "cuda without cuda": Case(("train", *SMOKE, "device=cuda"), "CUDA is not available here", "device=cpu"),
-    "output folder under a file": Case(("train", *SMOKE, "hydra.run.dir={a_file}/run"), "Not a directory", "hydra.run.dir="),
+    "output folder under a file": Case(("train", *SMOKE, "hydra.run.dir={a_file}/run"), "cannot use {a_file}/run: Not a directory", "hydra.run.dir="),
     # checkpoints and resume
     "resume without checkpoint": Case(("train", "resume={run_without_checkpoint}"), "no checkpoint in", "start it again"),
     "resume of a missing folder": Case(("train", "resume={tmp}/no-such-run"), "no-such-run does not exist", "pass a run folder"),
@@ -78,6 +78,8 @@ CASES = {
     "checkpoint with a code payload": Case(("eval", "ckpt={malicious_checkpoint}"), "was refused: it asks to import code", "only load checkpoints written by cnnlab"),
     "plain pickle with a code payload": Case(("eval", "ckpt={malicious_pickle}"), "is unreadable", "use checkpoints/best.pt"),
     "checkpoint config naming code": Case(("eval", "ckpt={foreign_target_checkpoint}"), "asks to build 'os.system'", "trust_code=true"),
+    "checkpoint config splicing code in": Case(("eval", "ckpt={interpolating_checkpoint}"), "holds an interpolation ('${{payload}}')", "only evaluate checkpoints written by cnnlab"),
+    "run folder naming code": Case(("train", "resume={run_naming_code}"), "sets 'model._target_=builtins.exec'", "pass that override on the command line yourself"),
     "eval without ckpt": Case(("eval",), "ckpt is required", "ckpt=<run folder or .pt file>"),
     "eval split": Case(("eval", "ckpt={run}", "split=holdout"), "split='holdout' is invalid", "split=val"),
     # sweeps
@@ -124,8 +126,15 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     made["mismatched_weights"] = tmp / "mismatched.pt"
     torch.save({**payload, "model": simple["model"]}, made["mismatched_weights"])
     made["foreign_target_checkpoint"] = tmp / "foreign-target.pt"
-    config = {**payload["config"], "model": {"_target_": "os.system", "command": f"touch {tmp / 'PWNED'}"}}
-    torch.save({**payload, "config": config}, made["foreign_target_checkpoint"])
+    touch = {"_target_": "os.system", "command": f"touch {tmp / 'PWNED'}"}  # would run while the model is built
+    nested = {**payload["config"], "model": {**payload["config"]["model"], "widths": touch}}
+    torch.save({**payload, "config": nested}, made["foreign_target_checkpoint"])
+    made["interpolating_checkpoint"] = tmp / "interpolating.pt"
+    spliced = {**payload["config"], "payload": touch, "model": {**payload["config"]["model"], "widths": "${payload}"}}
+    torch.save({**payload, "config": spliced}, made["interpolating_checkpoint"])
+    made["run_naming_code"] = copy_run("naming-code")
+    overrides = made["run_naming_code"] / ".hydra" / "overrides.yaml"
+    overrides.write_text(overrides.read_text() + "- model._target_=builtins.exec\n")
     made["malicious_checkpoint"] = tmp / "malicious.pt"
     torch.save({**payload, "model": CodePayload(tmp / "PWNED")}, made["malicious_checkpoint"])
     made["malicious_pickle"] = tmp / "malicious.pkl"
@@ -248,3 +257,25 @@ def test_paths_with_shell_syntax_are_only_ever_paths(files: dict[str, Path]) -> 
     assert result.returncode == 0, result.stderr
     assert json.loads((cwd / "run; touch PWNED-4" / "metrics.json").read_text())["status"] == "completed"
     assert not [p for p in files["tmp"].rglob("PWNED*")]
+
+
+def test_eval_data_settings_keep_only_the_checkpoints_split_and_augmentation(compose_train, monkeypatch) -> None:
+    """Locations and loaders come from this machine (None included); the recorded split settings stay."""
+    from omegaconf import OmegaConf
+
+    from cnnlab.training.evaluate import with_local_data_settings
+
+    monkeypatch.setenv("CNNLAB_DATA", "/local/data")
+    recorded = compose_train(["dataset=cifar10", "dataset.val_size=123", "dataset.augment.flip=false"]).dataset
+    recorded = OmegaConf.create(OmegaConf.to_container(recorded, resolve=True))
+    recorded.root = recorded.source.root = "/chosen/by/the/file"
+    recorded.source.url, recorded.source.md5, recorded.source._target_ = "https://evil/x.tgz", "0" * 32, "os.system"
+    local = with_local_data_settings(recorded)
+    assert (local.root, local.source.root, local.source.url, local.source.md5) == ("/local/data", "/local/data", None, None)
+    assert local.source._target_ == "cnnlab.data.cifar.load_cifar10"
+    assert local.val_size == 123 and local.augment.flip is False
+    synthetic = OmegaConf.create({**OmegaConf.to_container(compose_train(["dataset=synthetic"]).dataset, resolve=True),
+                                  "root": "/chosen/by/the/file"})
+    synthetic.source.url = "https://evil/x.tgz"
+    cleaned = with_local_data_settings(synthetic)
+    assert cleaned.root is None and "url" not in cleaned.source

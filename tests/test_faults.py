@@ -3,7 +3,7 @@
 import errno
 import json
 import os
-import resource
+import re
 import signal
 import subprocess
 import sys
@@ -37,12 +37,15 @@ def test_a_failed_checkpoint_write_keeps_the_previous_checkpoint(tmp_path: Path,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]
 
 
-def limit_file_size(limit: int):
-    """preexec_fn: writes past `limit` bytes fail with EFBIG, as on a full disk (the signal would kill instead)."""
-    def apply() -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-    return apply
+def with_file_size_limit(limit: int, command: list[str]) -> list[str]:
+    """`command` run so that writes past `limit` bytes fail with EFBIG, as on a full disk.
+
+    An exec wrapper rather than preexec_fn (unsafe in a threaded parent); SIGXFSZ, which would kill
+    the process instead, is ignored.
+    """
+    setup = (f"import os, resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+             f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit})); os.execv(sys.argv[1], sys.argv[1:])")
+    return [sys.executable, "-c", setup, *command]
 
 
 def test_full_disk_during_a_checkpoint_write_fails_clearly_and_loses_nothing(tmp_path: Path) -> None:
@@ -53,8 +56,8 @@ def test_full_disk_during_a_checkpoint_write_fails_clearly_and_loses_nothing(tmp
     checkpoint = run / "checkpoints" / "last.pt"
     before = checkpoint.read_bytes()
     assert len(before) > 300_000  # the limit below stops the checkpoint, not the smaller files
-    full = subprocess.run([cnnlab_executable(), "train", f"resume={run}", "epochs=2"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=240, preexec_fn=limit_file_size(300_000))
+    full = subprocess.run(with_file_size_limit(300_000, [cnnlab_executable(), "train", f"resume={run}", "epochs=2"]),
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     assert full.returncode == 2 and "Traceback" not in full.stdout + full.stderr
     assert full.stderr.strip() == (f"cnnlab: error: could not write {checkpoint} (File too large); the previous checkpoint "
                                    f"is kept: free some disk space, then continue with cnnlab train resume={run}")
@@ -92,28 +95,32 @@ def test_a_run_folder_has_one_writer(tmp_path: Path) -> None:
         while not (run / "checkpoints" / "last.pt").exists():
             assert time.monotonic() < deadline and first.poll() is None
             time.sleep(0.1)
+        first.send_signal(signal.SIGSTOP)  # paused, not finished: it still holds the folder
+        log = (run / "train.log").read_text()
         second = subprocess.run([cnnlab_executable(), "train", f"resume={run}"], cwd=tmp_path, env=env,
                                 capture_output=True, text=True, timeout=120)
         assert second.returncode == 2
         assert second.stderr.strip() == (f"cnnlab: error: another cnnlab process is writing {run}; let it finish "
                                          "(or stop it) before resuming this run")
+        assert (run / "train.log").read_text() == log and not (run / ".hydra" / "resumed").exists()
     finally:
         first.kill()
         first.wait()
 
 
 @pytest.mark.slow
-def test_random_kills_of_a_run_lose_nothing() -> None:
-    result = subprocess.run([sys.executable, str(KILLS), "--kills", "6", "--epochs", "8"], capture_output=True,
-                            text=True, timeout=900, env=cli_env(Path.cwd()))
+def test_random_kills_of_a_run_lose_nothing(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, str(KILLS), "--kills", "6"], capture_output=True, text=True, timeout=900,
+                            env=cli_env(tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "6 kills, 6 resumes, 0 lost epochs, 0 unreadable checkpoints" in result.stdout
+    assert re.search(r"\(([12]) kills during a checkpoint write\)", result.stdout), result.stdout
     assert "identical to an uninterrupted one: yes" in result.stdout
 
 
 @pytest.mark.slow
-def test_random_kills_of_a_sweep_lose_and_repeat_no_trial() -> None:
+def test_random_kills_of_a_sweep_lose_and_repeat_no_trial(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, str(KILLS), "--mode", "sweep", "--kills", "3", "--trials", "4"],
-                            capture_output=True, text=True, timeout=900, env=cli_env(Path.cwd()))
+                            capture_output=True, text=True, timeout=900, env=cli_env(tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "0 lost trials, 0 repeated trials, 0 extra trials; 4 of 4 trials completed" in result.stdout
+    assert result.stdout.startswith("3 kills, 3 resumes, 0 lost trials, 0 repeated trials; 4 of 4 trials completed")

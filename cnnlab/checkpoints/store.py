@@ -17,7 +17,6 @@ from cnnlab.checkpoints.atomic import atomic_torch_save
 from cnnlab.errors import UserError
 
 FORMAT_VERSION = 1
-TRUSTED_TARGETS = ("cnnlab.models.", "cnnlab.data.")  # what eval may build from a stored config
 
 
 def rng_states() -> dict[str, Any]:
@@ -66,31 +65,6 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION or "model" not in payload:
         raise UserError(f"{path} is not a cnnlab checkpoint (format {FORMAT_VERSION}); pass one from a cnnlab run folder")
     return payload
-
-
-def _targets(tree: Any) -> list[str]:
-    """Every `_target_` in a config tree: the callables Hydra would import and call to build it."""
-    if isinstance(tree, dict):
-        own = [str(tree["_target_"])] if "_target_" in tree else []
-        return own + [t for value in tree.values() for t in _targets(value)]
-    if isinstance(tree, list):
-        return [t for value in tree for t in _targets(value)]
-    return []
-
-
-def check_config_code(config: dict[str, Any], sections: tuple[str, ...], path: Path, trust_code: bool) -> None:
-    """Refuse a checkpoint whose stored config would make us call code from outside cnnlab.
-
-    weights_only=True keeps pickled code out, but a stored config such as `model._target_: os.system`
-    would still run when the model is built from it; only cnnlab's own models and datasets are built
-    unless the user vouches for the checkpoint.
-    """
-    foreign = [t for section in sections for t in _targets(config.get(section)) if not t.startswith(TRUSTED_TARGETS)]
-    if foreign and not trust_code:
-        raise UserError(
-            f"checkpoint {path} asks to build {foreign[0]!r}, which is not one of cnnlab's models or datasets; if you wrote that "
-            "class and trust this file, add trust_code=true"
-        )
 
 
 class CheckpointStore:

@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from cnnlab.config.resolvers import run_dir_of
+from cnnlab.errors import UserError
 
 SWEEP_ONLY = ("sweeper", "pruner", "launcher")  # groups that mean nothing to a single run
 
@@ -34,6 +35,17 @@ def saved_overrides(run_dir: Path) -> list[str]:
     return [o for o in previous if isinstance(o, str)] if isinstance(previous, list) else []
 
 
+def _check_reusable(previous: list[str], run_dir: Path) -> None:
+    """A run folder may come from someone else: re-apply its settings, never the code or Hydra setup it names."""
+    for override in previous:
+        key = override_key(override)
+        if key == "hydra" or key.startswith(("hydra.", "hydra/")) or "_target_" in key:
+            raise UserError(
+                f"{run_dir}/.hydra/overrides.yaml sets {override!r}; a saved run may not choose code or Hydra's own "
+                "settings: if you trust it, pass that override on the command line yourself"
+            )
+
+
 def _prepend(args: list[str], previous: list[str], drop: tuple[str, ...]) -> list[str]:
     given = {override_key(a) for a in args if "=" in a}
     return [o for o in previous if override_key(o) not in given and override_key(o) not in drop] + args
@@ -44,7 +56,10 @@ def with_run_overrides(args: list[str]) -> list[str]:
     resume = _value_of(args, "resume")
     if not resume:
         return args
-    return _prepend(args, saved_overrides(Path(run_dir_of(resume))), ("resume",))
+    run_dir = Path(run_dir_of(resume))
+    previous = saved_overrides(run_dir)
+    _check_reusable(previous, run_dir)
+    return _prepend(args, previous, ("resume",))
 
 
 def with_sweep_overrides(args: list[str]) -> list[str]:
@@ -54,4 +69,7 @@ def with_sweep_overrides(args: list[str]) -> list[str]:
         return args
     from cnnlab.sweeps.results import best_trial_dir
 
-    return _prepend(args, saved_overrides(best_trial_dir(target)), ("from_sweep", "resume", *SWEEP_ONLY))
+    trial_dir = best_trial_dir(target)
+    previous = saved_overrides(trial_dir)
+    _check_reusable(previous, trial_dir)
+    return _prepend(args, previous, ("from_sweep", "resume", *SWEEP_ONLY))

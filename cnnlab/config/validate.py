@@ -10,6 +10,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from cnnlab.checkpoints.locate import find_checkpoint
 from cnnlab.config.duration import parse_duration
+from cnnlab.config.resolvers import run_dir_of
+from cnnlab.folder_lock import RUN_LOCK, busy_run, is_locked
 from cnnlab.errors import UserError, UserErrorExit
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
@@ -45,6 +47,9 @@ def validate_train_config(cfg: DictConfig) -> None:
     check_dataset_root(cfg.dataset)
     if cfg.resume:
         find_checkpoint(cfg.resume)
+        run_dir = Path(run_dir_of(cfg.resume))
+        if is_locked(run_dir, RUN_LOCK):  # checked before Hydra writes the resume's snapshot and log there
+            raise UserError(busy_run(run_dir))
     lr, bs, epochs, wd = cfg.lr, cfg.batch_size, cfg.epochs, cfg.weight_decay
     _require(_is_number(lr) and lr > 0, "lr", lr, "must be a number > 0", "lr=0.05")
     _require(_is_int(bs) and bs > 0, "batch_size", bs, "must be a whole number > 0", "batch_size=256")

@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 import cnnlab.config.resolvers  # noqa: F401 - registers the resolvers the configs use
 from cnnlab.config.validate import validate_train_config
-from cnnlab.folder_lock import RUN_LOCK, exclusive
+from cnnlab.folder_lock import RUN_LOCK, busy_run, exclusive
 from cnnlab.tasks.common import run_task
 
 log = logging.getLogger("cnnlab")
@@ -26,9 +26,8 @@ def train_task(cfg: DictConfig, run_dir: Path) -> float:
 
     if threads := launcher_threads():
         torch.set_num_threads(min(threads, torch.get_num_threads()))  # a lower OMP_NUM_THREADS still wins
-    busy = f"another cnnlab process is writing {run_dir}; let it finish (or stop it) before resuming this run"
     try:
-        with exclusive(run_dir, RUN_LOCK, busy):
+        with exclusive(run_dir, RUN_LOCK, busy_run(run_dir)):
             return train(cfg, run_dir, prune=pruning_rule(cfg))
     except RunDiverged as e:
         if HydraConfig.get().mode != RunMode.MULTIRUN:

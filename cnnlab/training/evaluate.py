@@ -11,11 +11,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from cnnlab.checkpoints.atomic import atomic_json_dump
 from cnnlab.checkpoints.locate import find_checkpoint
-from cnnlab.checkpoints.store import check_config_code, load_checkpoint
+from cnnlab.checkpoints.store import load_checkpoint
+from cnnlab.checkpoints.trust import check_config_code
 from cnnlab.data.build import build_data
 from cnnlab.data.loader import BatchLoader
 from cnnlab.errors import UserError
 from cnnlab.tracking.terminal import print_evaluation
+from cnnlab.training.resume import flatten
 from cnnlab.training.device import autocast_dtype, resolve_device
 from cnnlab.training.report import classification_report, predict
 
@@ -26,9 +28,9 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> float:
     """Print and save the evaluation; return the accuracy."""
     path = find_checkpoint(cfg.ckpt)
     checkpoint = load_checkpoint(path)
-    check_config_code(checkpoint["config"], ("model", "dataset"), path, bool(cfg.trust_code))
+    check_config_code(checkpoint["config"], path, bool(cfg.trust_code))
     run_cfg = OmegaConf.create(checkpoint["config"])
-    run_cfg.dataset = with_local_data_locations(run_cfg.dataset)
+    run_cfg.dataset = with_local_data_settings(run_cfg.dataset)
     device = resolve_device(str(cfg.device))
     batch_size = cfg.batch_size or run_cfg.trainer.eval_batch_size
     channels_last = bool(run_cfg.trainer.channels_last)
@@ -55,23 +57,26 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> float:
     return report["acc"]
 
 
-LOCATION_KEYS = ("root", "source.root", "source.cache_dir", "source.download", "source.url", "source.md5")
+LOCATION_KEYS = ("root", "cache_dir", "download", "url", "md5")
 
 
-def with_local_data_locations(saved: DictConfig) -> DictConfig:
-    """The checkpoint's dataset settings, but where data lives and comes from as this machine's config says.
+def with_local_data_settings(saved: DictConfig) -> DictConfig:
+    """This machine's config of the checkpoint's dataset, with the checkpoint's values for its other settings.
 
-    A checkpoint records the training machine's folders; taken from a shared file they would also let it
-    choose where to download and unpack (root, url, md5). An image folder keeps its recorded root: it
-    has no default, and reading a folder as images writes nothing there.
+    Where data lives and comes from (root, cache_dir, download, url, md5) and what loads it (_target_)
+    are this machine's: a checkpoint records the training machine's folders, and taken from a shared
+    file they would let it choose where to download and unpack. The split and augmentation settings
+    are the checkpoint's. An image folder keeps its recorded root: it has no default, and reading a
+    folder as images writes nothing there.
     """
-    local = OmegaConf.to_container(compose(config_name="train", overrides=[f"dataset={saved.name}"]).dataset, resolve=True)
-    merged = saved.copy()
-    for key in LOCATION_KEYS:
-        value = OmegaConf.select(OmegaConf.create(local), key, default=None)
-        if value is not None and value != "???":
-            OmegaConf.update(merged, key, value, force_add=True)
-    return merged
+    local = OmegaConf.create(OmegaConf.to_container(compose(config_name="train", overrides=[f"dataset={saved.name}"]).dataset))
+    recorded = flatten(OmegaConf.to_container(saved))
+    for key, value in flatten(OmegaConf.to_container(local)).items():
+        name = key.rsplit(".", 1)[-1]
+        keep_local = name == "_target_" or (name in LOCATION_KEYS and value != "???")
+        if not keep_local and key in recorded:
+            OmegaConf.update(local, key, recorded[key])
+    return local
 
 
 def split_loader(data: Any, split: str, batch_size: int) -> BatchLoader:
