@@ -1,8 +1,8 @@
 """Checks of the composed config that run before any data is loaded, so a typo fails in a second."""
 
 import re
-from pathlib import Path
 from numbers import Integral, Real
+from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
@@ -11,8 +11,8 @@ from omegaconf import DictConfig, OmegaConf
 from cnnlab.checkpoints.locate import find_checkpoint
 from cnnlab.config.duration import parse_duration
 from cnnlab.config.resolvers import run_dir_of
-from cnnlab.folder_lock import RUN_LOCK, busy_run, is_locked
 from cnnlab.errors import UserError, UserErrorExit
+from cnnlab.folder_lock import RUN_LOCK, busy_run, is_locked
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 EVAL_SPLITS = ("test", "val", "train")
@@ -29,6 +29,10 @@ def _is_int(value: Any) -> bool:
 def _require(ok: bool, key: str, value: Any, rule: str, example: str) -> None:
     if not ok:
         raise UserError(f"{key}={value!r} is invalid: {rule} (for example {example})")
+
+
+def _check_device(device: str) -> None:
+    _require(bool(_DEVICE.match(device)), "device", device, "must be auto, cpu, cuda or cuda:N", "device=cpu")
 
 
 def check_dataset_root(dataset: DictConfig) -> None:
@@ -57,8 +61,7 @@ def validate_train_config(cfg: DictConfig) -> None:
     _require(_is_number(wd) and wd >= 0, "weight_decay", wd, "must be a number >= 0", "weight_decay=5e-4")
     _require(_is_int(cfg.seed), "seed", cfg.seed, "must be a whole number", "seed=0")
     _require(isinstance(cfg.compile, bool), "compile", cfg.compile, "must be true or false", "compile=true")
-    device = str(cfg.device)
-    _require(bool(_DEVICE.match(device)), "device", device, "must be auto, cpu, cuda or cuda:N", "device=cpu")
+    _check_device(str(cfg.device))
 
     val = cfg.dataset.val_size
     _require(
@@ -100,7 +103,6 @@ def validate_train_config(cfg: DictConfig) -> None:
         _require(isinstance(value, bool), f"trainer.{key}", value, "must be true or false", f"trainer.{key}=true")
 
 
-
 def validate_eval_config(cfg: DictConfig) -> None:
     """`cnnlab eval`: the checkpoint exists and the split and flags are known."""
     if OmegaConf.is_missing(cfg, "ckpt"):
@@ -110,8 +112,7 @@ def validate_eval_config(cfg: DictConfig) -> None:
     _require(isinstance(cfg.tta, bool), "tta", cfg.tta, "must be true or false", "tta=true")
     _require(cfg.batch_size is None or (_is_int(cfg.batch_size) and cfg.batch_size > 0), "batch_size",
              cfg.batch_size, "must be null (the run's eval batch size) or a whole number > 0", "batch_size=512")
-    device = str(cfg.device)
-    _require(bool(_DEVICE.match(device)), "device", device, "must be auto, cpu, cuda or cuda:N", "device=cpu")
+    _check_device(str(cfg.device))
     _require(isinstance(cfg.trust_code, bool), "trust_code", cfg.trust_code, "must be true or false", "trust_code=true")
 
 
