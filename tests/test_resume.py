@@ -104,12 +104,10 @@ def test_sigint_stops_after_the_step_and_resumes_mid_epoch(tmp_path: Path) -> No
     assert comparable(a) == comparable(b)
 
 
-def test_resume_refuses_changed_settings_and_accepts_more_epochs(run_cnnlab, tmp_path: Path) -> None:
+def test_resume_accepts_more_epochs(run_cnnlab, tmp_path: Path) -> None:
+    """Other changed settings are refused (see the catalogue in test_bad_input.py); epochs may be raised."""
     run = tmp_path / "run"
     assert run_cnnlab(*RUN, "epochs=1", f"hydra.run.dir={run}").returncode == 0
-    refused = run_cnnlab("train", f"resume={run}", "lr=0.5")
-    assert refused.returncode == 2
-    assert "lr: 0.1 -> 0.5" in refused.stderr and "Traceback" not in refused.stderr
     longer = run_cnnlab("train", f"resume={run}", "epochs=2")
     assert longer.returncode == 0, longer.stderr
     assert json.loads((run / "metrics.json").read_text())["epochs_completed"] == 2
