@@ -105,7 +105,6 @@ class OptunaSweep:
         self._check_pruning()
         self._check_composes(space)
         sweep_dir = Path(self.config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
         with exclusive(sweep_dir, SWEEP_LOCK, f"another sweep is running in {sweep_dir}; wait for it or use another hydra.sweep.dir"):
             study = self._open_study(sweep_dir, space)
             OmegaConf.save(self.config, sweep_dir / "multirun.yaml")  # only once the study is known to match

@@ -17,9 +17,9 @@ from cnnlab.data.build import build_data
 from cnnlab.data.loader import BatchLoader
 from cnnlab.errors import UserError
 from cnnlab.tracking.terminal import print_evaluation
-from cnnlab.training.resume import flatten
 from cnnlab.training.device import autocast_dtype, resolve_device
 from cnnlab.training.report import classification_report, predict
+from cnnlab.training.resume import flatten
 
 log = logging.getLogger("cnnlab")
 
