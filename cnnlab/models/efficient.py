@@ -9,26 +9,37 @@ from cnnlab.errors import UserError
 from cnnlab.models.blocks import ACTIVATIONS, BLOCKS, ConvBNAct
 
 
+# How stage i>0 halves the resolution: its first block strides by 2, or runs at full resolution and is
+# followed by a 2x2 max-pool (4x that block's MACs, and more accuracy per epoch)
+DOWNSAMPLING = ("stride", "maxpool")
+
+
 class EfficientCNN(nn.Module):
-    """Stages described by parallel lists (widths, depths, blocks); stage i>0 opens with a stride-2 block."""
+    """Stages described by parallel lists (widths, depths, blocks); stage i>0 opens by halving the resolution."""
 
     def __init__(
         self, in_channels: int, num_classes: int, image_size: Sequence[int], stem_channels: int = 32,
         widths: Sequence[int] = (32, 64, 128, 256), depths: Sequence[int] = (1, 2, 2, 2),
-        blocks: Sequence[str] = ("ds", "ds", "ds", "ds"), kernel_size: int = 3, se_ratio: float = 0.25,
-        activation: str = "silu", dropout: float = 0.0,
+        blocks: Sequence[str] = ("ds", "ds", "ds", "ds"), kernel_size: int = 3, se_ratio: float | Sequence[float] = 0.25,
+        activation: str = "silu", dropout: float = 0.0, downsample: str = "stride",
     ) -> None:
         super().__init__()
-        _check_stages(widths, depths, blocks, kernel_size, se_ratio, image_size)
+        if downsample not in DOWNSAMPLING:
+            raise UserError(f"model.downsample={downsample!r} is unknown; choose one of {', '.join(DOWNSAMPLING)}")
+        se_ratios = _per_stage(se_ratio, len(widths))
+        _check_stages(widths, depths, blocks, kernel_size, se_ratios, image_size)
         if activation not in ACTIVATIONS:
             raise UserError(f"model.activation={activation!r} is unknown; choose one of {', '.join(ACTIVATIONS)}")
         act = ACTIVATIONS[activation]
         layers: list[nn.Module] = [ConvBNAct(in_channels, stem_channels, 3, 1, act=act)]
         channels = stem_channels
-        for index, (width, depth, kind) in enumerate(zip(widths, depths, blocks)):
+        for index, (width, depth, kind, ratio) in enumerate(zip(widths, depths, blocks, se_ratios)):
             for repeat in range(depth):
-                stride = 2 if index > 0 and repeat == 0 else 1
-                layers.append(BLOCKS[kind](channels, width, stride, kernel_size, act, se_ratio=se_ratio))
+                reduce = index > 0 and repeat == 0
+                stride = 2 if reduce and downsample == "stride" else 1
+                layers.append(BLOCKS[kind](channels, width, stride, kernel_size, act, se_ratio=ratio))
+                if reduce and downsample == "maxpool":
+                    layers.append(nn.MaxPool2d(2))
                 channels = width
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(channels, num_classes))
@@ -37,8 +48,17 @@ class EfficientCNN(nn.Module):
         return self.head(self.features(x))
 
 
+def _per_stage(se_ratio: float | Sequence[float], stages: int) -> list[float]:
+    """One squeeze-excitation ratio per stage: SE pays off on small maps and costs most on large ones."""
+    if isinstance(se_ratio, int | float):
+        return [float(se_ratio)] * stages
+    if len(se_ratio) != stages:
+        raise UserError(f"model.se_ratio has {len(se_ratio)} entries for {stages} stages; give one number, or one per stage")
+    return [float(r) for r in se_ratio]
+
+
 def _check_stages(
-    widths: Sequence[int], depths: Sequence[int], blocks: Sequence[str], kernel_size: int, se_ratio: float,
+    widths: Sequence[int], depths: Sequence[int], blocks: Sequence[str], kernel_size: int, se_ratios: Sequence[float],
     image_size: Sequence[int],
 ) -> None:
     if not (len(widths) == len(depths) == len(blocks)) or not widths:
@@ -53,8 +73,8 @@ def _check_stages(
         raise UserError("model.widths and model.depths must be whole numbers >= 1")
     if kernel_size < 1 or kernel_size % 2 == 0:
         raise UserError(f"model.kernel_size={kernel_size} is invalid: use an odd number such as 3 or 5")
-    if not 0 <= se_ratio <= 1:
-        raise UserError(f"model.se_ratio={se_ratio} is invalid: use a fraction in [0, 1] (0 disables SE)")
+    if not all(0 <= r <= 1 for r in se_ratios):
+        raise UserError(f"model.se_ratio={list(se_ratios)} is invalid: use fractions in [0, 1] (0 disables SE)")
     smallest = min(image_size) / 2 ** (len(widths) - 1)
     if smallest < 2:
         raise UserError(
