@@ -98,7 +98,7 @@ def validate_train_config(cfg: DictConfig) -> None:
                      "must be a fraction in [0, 1]" if upper == 1 else "must be a number >= 0", f"scheduler.{key}=0.1")
     if cfg.trainer.time_budget is not None:
         parse_duration(cfg.trainer.time_budget)
-    for key in ("histograms", "log_graph"):
+    for key in ("histograms", "log_graph", "tta", "channels_last"):
         value = cfg.trainer[key]
         _require(isinstance(value, bool), f"trainer.{key}", value, "must be true or false", f"trainer.{key}=true")
 

@@ -49,7 +49,9 @@ class MetricsFileSink(Sink):
         self._write()
 
     def epoch_ended(self, epoch: int, metrics: dict[str, float]) -> None:
-        self.metrics["history"].append({"epoch": epoch, **metrics})
+        # seconds since training first started: the x axis of a time-to-accuracy curve
+        elapsed = time.time() - self.metrics.get("started_at", time.time())
+        self.metrics["history"].append({"epoch": epoch, **metrics, "time/elapsed_s": elapsed})
         accs = [h["val/acc"] for h in self.metrics["history"]]
         self.metrics.update(
             epochs_completed=epoch, best_val_acc=max(accs),

@@ -6,6 +6,7 @@ matches" before training and continues the same folder, log, TensorBoard run and
 
 import logging
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,12 +60,29 @@ def augmented_samples(data: DataBundle, count: int = 32) -> torch.Tensor:
     return (images[:count].float() * data.train.std + data.train.mean).clamp(0, 1).cpu()
 
 
+@dataclass
+class PreparedRun:
+    """A run ready to fit: what `train` builds from the config (benchmarks time its parts on their own)."""
+
+    trainer: Trainer
+    tracker: Tracker
+    data: DataBundle
+    epochs: int
+    info: dict[str, Any]
+
+
 def train(cfg: DictConfig, run_dir: Path, prune: PruneRule | None = None) -> float:
     """Train, validate every epoch, test once at the end; return the best validation accuracy.
 
     Expects a config that passed validate_train_config (the train task checks it first). `prune`, in a
     search, sees each epoch's metrics and may stop the run early (status "pruned").
     """
+    run = prepare_run(cfg, run_dir, prune)
+    return run_fit(run.trainer, run.tracker, run.data, run.epochs, run.info, run_dir)
+
+
+def prepare_run(cfg: DictConfig, run_dir: Path, prune: PruneRule | None = None) -> PreparedRun:
+    """Data, model, optimizer, schedule, sinks and trainer from the config; a resumed run's state loaded."""
     config = OmegaConf.to_container(cfg, resolve=True)
     checkpoint = None
     if cfg.resume:
@@ -104,7 +122,7 @@ def train(cfg: DictConfig, run_dir: Path, prune: PruneRule | None = None) -> flo
     trainer = Trainer(
         torch.compile(model) if cfg.compile else model, optimizer, scheduler, device=device, tracker=tracker,
         label_smoothing=cfg.trainer.label_smoothing, amp_dtype=autocast_dtype(device, cfg.trainer.amp),
-        log_every=cfg.trainer.log_every, histograms=cfg.trainer.histograms,
+        log_every=cfg.trainer.log_every, histograms=cfg.trainer.histograms, flip_tta=cfg.trainer.tta,
         checkpoints=CheckpointStore(run_dir / "checkpoints", config, {"planned_epochs": epochs}),
         rules=StopRules(cfg.trainer.patience, cfg.trainer.divergence_factor, budget_s, prune),
     )
@@ -115,7 +133,7 @@ def train(cfg: DictConfig, run_dir: Path, prune: PruneRule | None = None) -> flo
                  f" step {trainer.position.step + 1}" if trainer.position.step else "")
     else:
         log_start_images(tracker, data, model, cfg)
-    return run_fit(trainer, tracker, data, epochs, info, run_dir)
+    return PreparedRun(trainer, tracker, data, epochs, info)
 
 
 def plan_run_length(cfg: DictConfig, checkpoint: dict | None, budget_s: float | None, model: torch.nn.Module,

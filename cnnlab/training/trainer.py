@@ -72,6 +72,7 @@ class Trainer:
         self, model: nn.Module, optimizer: Optimizer, scheduler: LRScheduler, *, device: torch.device, tracker: Sink,
         label_smoothing: float = 0.0, amp_dtype: torch.dtype | None = None, log_every: int = 10,
         checkpoints: CheckpointStore | None = None, rules: StopRules | None = None, histograms: bool = False,
+        flip_tta: bool = False,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
@@ -93,6 +94,7 @@ class Trainer:
         self.position = EpochPosition()
         self.stop_requested = False
         self.histograms = histograms
+        self.flip_tta = flip_tta
         self._grad_norms: list[torch.Tensor] = []
 
     @property
@@ -186,8 +188,8 @@ class Trainer:
         }
 
     def predict(self, loader: BatchLoader) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits (float32) and labels over a whole split, in eval mode."""
-        return predict(self.model, loader, self.amp_dtype)
+        """Logits (float32) and labels over a whole split, in eval mode (averaged with mirrored images under flip TTA)."""
+        return predict(self.model, loader, self.amp_dtype, self.flip_tta)
 
     def evaluate(self, loader: BatchLoader) -> dict[str, float]:
         """Loss and accuracy over a whole split (validate and test both use this)."""
