@@ -17,6 +17,7 @@ TASKS = {
     "train": ("cnnlab.tasks.train", "train a model (default task); add -m to sweep"),
     "eval": ("cnnlab.tasks.eval", "evaluate a checkpoint: cnnlab eval ckpt=<run folder or .pt> [split=val] [tta=true]"),
     "data": ("cnnlab.tasks.data", "class counts, image statistics and sample plots of a dataset"),
+    "bench": ("cnnlab.tasks.bench", "training and inference images/s per variant (eager, channels_last, compiled), fastest recommended"),
     "report": ("cnnlab.tasks.report", "rank a sweep's trials, write report.md, trials.csv and plots: cnnlab report <sweep folder>"),
 }
 GROUPS = ("dataset", "model", "optimizer", "scheduler", "trainer", "sweeper", "pruner", "launcher", "experiment")
@@ -50,6 +51,7 @@ def usage() -> str:
         "  cnnlab -m sweeper=tpe 'lr=tag(log,interval(1e-3,1))' hydra.sweeper.n_trials=20",
         "  cnnlab report outputs/sweeps/<date>/<time>      cnnlab train from_sweep=<that folder>",
         "  cnnlab train experiment=smoke",
+        "  cnnlab train experiment=cifar10_fast         cnnlab bench experiment=cifar10_fast",
         "  cnnlab train --cfg job          print the composed config and exit",
         "  cnnlab train --help             Hydra's help with the full config",
     ]

@@ -38,7 +38,7 @@ CASES = {
     "unknown pruner": Case(("-m", "sweeper=tpe", "pruner=asha"), "unknown pruner 'asha'", "hyperband, median"),
     "unknown key": Case(("train", "lrr=0.1"), "unknown key lrr", "did you mean lr?"),
     "unknown nested key": Case(("train", "trainer.patiense=3"), "unknown key trainer.patiense", "trainer.patience"),
-    "unknown task": Case(("trian",), "unknown task 'trian'", "train, eval, data, report"),
+    "unknown task": Case(("trian",), "unknown task 'trian'", "train, eval, data, bench, report"),
     "unparsable override": Case(("train", "lr=tag(log"), "cannot parse override 'lr=tag(log'", "brackets and quotes"),
     # wrong types and ranges
     "lr not a number": Case(("train", "lr=abc"), "lr='abc' is invalid", "lr=0.05"),
@@ -51,6 +51,7 @@ CASES = {
     "dropout negative": Case(("train", "model.dropout=-0.1"), "model.dropout=-0.1 is invalid", "model.dropout=0.1"),
     "seed not a number": Case(("train", "seed=abc"), "seed='abc' is invalid", "seed=0"),
     "unknown device": Case(("train", "device=gpu"), "device='gpu' is invalid", "device=cpu"),
+    "bench time box zero": Case(("bench", "bench.seconds=0"), "bench.seconds=0 is invalid", "bench.seconds=3"),
     "bad time budget": Case(("train", "trainer.time_budget=soon"), "trainer.time_budget='soon' is invalid", "10m"),
     "schedule fraction": Case(("train", "scheduler.warmup_fraction=2"), "scheduler.warmup_fraction=2 is invalid", "scheduler.warmup_fraction=0.1"),
     "optimizer refuses": Case(("train", *SMOKE, "optimizer.momentum=-1"), "Invalid momentum value: -1", "optimizer.* overrides"),

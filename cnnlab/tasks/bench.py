@@ -1,0 +1,145 @@
+"""`cnnlab bench [overrides]`: how fast this config trains and predicts on this device, and how to run it fastest.
+
+Each execution variant (eager NCHW, channels_last, torch.compile) trains a fresh copy of the model on
+real augmented batches of the configured data set, then predicts on validation batches; the variant
+that would finish the configured epochs soonest, compile time included, is recommended as overrides
+for `cnnlab train`.
+"""
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+import cnnlab.config.resolvers  # noqa: F401 - registers the resolvers the configs use
+from cnnlab.config.validate import validate_train_config
+from cnnlab.errors import UserError
+from cnnlab.tasks.common import run_task
+
+log = logging.getLogger("cnnlab")
+
+# name -> (channels_last, compile)
+VARIANTS: dict[str, tuple[bool, bool]] = {
+    "eager": (False, False),
+    "channels_last": (True, False),
+    "compiled": (True, True),
+}
+
+
+def check_bench_config(cfg: DictConfig) -> None:
+    seconds = cfg.bench.seconds
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
+        raise UserError(f"bench.seconds={seconds!r} is invalid: must be a number of seconds > 0 (for example bench.seconds=3)")
+    if not isinstance(cfg.bench.compile, bool):
+        raise UserError(f"bench.compile={cfg.bench.compile!r} is invalid: must be true or false")
+
+
+def choose_fastest(results: dict[str, dict[str, float]], images: int) -> str:
+    """The variant that finishes training `images` images soonest, its warm-up (compile time) included.
+
+    torch.compile can win per step and still lose a short run to its compile time.
+    """
+    return min(results, key=lambda name: images / results[name]["train_images_per_s"] + results[name]["warmup_s"])
+
+
+def overrides_for(variant: str) -> str:
+    channels_last, compiled = VARIANTS[variant]
+    return f"trainer.channels_last={str(channels_last).lower()} compile={str(compiled).lower()}"
+
+
+def new_model(cfg: DictConfig, data: Any) -> Any:
+    """The configured model for the data set's input shape and classes, on the CPU."""
+    from hydra.utils import instantiate
+
+    channels, height, width = data.input_shape
+    return instantiate(cfg.model, in_channels=channels, num_classes=len(data.classes), image_size=[height, width])
+
+
+def measure_variant(cfg: DictConfig, data: Any, device: Any, variant: str) -> dict[str, float]:
+    """Training and inference throughput of a fresh model in one execution variant."""
+    import torch
+    from hydra.utils import instantiate
+
+    from cnnlab.training.device import autocast_dtype
+    from cnnlab.training.optim import build_optimizer
+    from cnnlab.training.throughput import endless, inference_step, time_steps, train_step
+
+    channels_last, compiled = VARIANTS[variant]
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    torch.manual_seed(cfg.seed)
+    model = new_model(cfg, data).to(device, memory_format=memory_format).train()
+    optimizer = build_optimizer(instantiate(cfg.optimizer), model, cfg.trainer.no_decay_norm_bias)
+    net = torch.compile(model) if compiled else model
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=cfg.trainer.label_smoothing)
+    amp_dtype = autocast_dtype(device, cfg.trainer.amp)
+    for loader in (data.train, data.val):
+        loader.memory_format = memory_format
+    batches = endless(data.train)
+    train = time_steps(train_step(net, optimizer, loss_fn, batches, amp_dtype), device, cfg.bench.seconds)
+    images = next(iter(data.val))[0]
+    infer = time_steps(inference_step(net, images, amp_dtype), device, cfg.bench.seconds)
+    return {
+        "train_images_per_s": train.images_per_s, "inference_images_per_s": infer.images_per_s,
+        "warmup_s": train.warmup_s + infer.warmup_s,
+    }
+
+
+def print_results(results: dict[str, dict[str, float]], best: str, title: str, epochs: int) -> None:
+    from rich import box, get_console
+    from rich.table import Table
+
+    eager = results["eager"]
+    table = Table(title=title, box=box.SIMPLE_HEAD)
+    for column in ("variant", "train img/s", "x eager", "infer img/s", "x eager", "warm-up s"):
+        table.add_column(column, justify="left" if column == "variant" else "right", no_wrap=True)
+    for name, row in results.items():
+        table.add_row(
+            name + (" *" if name == best else ""),
+            f"{row['train_images_per_s']:,.0f}", f"{row['train_images_per_s'] / eager['train_images_per_s']:.2f}x",
+            f"{row['inference_images_per_s']:,.0f}", f"{row['inference_images_per_s'] / eager['inference_images_per_s']:.2f}x",
+            f"{row['warmup_s']:.1f}",
+        )
+    console = get_console()
+    console.print(table)
+    console.print(f"* fastest for {epochs} epochs, warm-up included: {best}; train with  cnnlab train ... "
+                  f"{overrides_for(best)}", soft_wrap=True)
+
+
+def bench_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    validate_train_config(cfg)
+    check_bench_config(cfg)
+    import torch
+
+    from cnnlab.checkpoints.atomic import atomic_json_dump
+    from cnnlab.data.build import build_data
+    from cnnlab.models.stats import count_macs
+    from cnnlab.training.device import resolve_device
+
+    device = resolve_device(str(cfg.device))
+    data = build_data(cfg.dataset, cfg.batch_size, cfg.trainer.eval_batch_size, device, cfg.seed, channels_last=False)
+    variants = [name for name, (_, compiled) in VARIANTS.items() if cfg.bench.compile or not compiled]
+    results = {}
+    for name in variants:
+        log.info("measuring %s ...", name)
+        results[name] = measure_variant(cfg, data, device, name)
+    run_images = len(data.train.data) * int(cfg.epochs)
+    best = choose_fastest(results, run_images)
+    model_name = cfg.model._target_.rsplit(".", 1)[-1]
+    summary = {
+        "model": model_name, "macs": count_macs(new_model(cfg, data), data.input_shape), "dataset": cfg.dataset.name,
+        "batch_size": cfg.batch_size, "eval_batch_size": cfg.trainer.eval_batch_size, "device": str(device),
+        "threads": torch.get_num_threads(), "variants": results, "run_images": run_images, "fastest": best,
+        "overrides": overrides_for(best),
+    }
+    print_results(results, best, f"{model_name} on {cfg.dataset.name}, batch {cfg.batch_size}, {device} "
+                                 f"({torch.get_num_threads()} threads)", cfg.epochs)
+    atomic_json_dump(summary, run_dir / "bench.json")
+    log.info("bench.json is in %s", run_dir)
+    return summary
+
+
+@hydra.main(config_path="pkg://cnnlab.conf", config_name="bench", version_base="1.3")
+def main(cfg: DictConfig) -> dict[str, Any]:
+    return run_task(bench_task, cfg)

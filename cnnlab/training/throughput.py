@@ -1,0 +1,77 @@
+"""Images per second of a model for training (data + forward + backward + step) and for inference.
+
+Shared by `cnnlab bench` and the benchmark scripts, so the numbers users see and the ones in the README
+are measured the same way: warm-up steps first (allocator, kernel choice, compilation), then as many
+timed steps as fit in a time box, with the device synchronised before the clock is read.
+"""
+
+import itertools
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.optim import Optimizer
+
+from cnnlab.training.device import autocast, synchronize
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class Timing:
+    images_per_s: float
+    warmup_s: float  # first steps, compile time included
+    steps: int
+
+
+def time_steps(step: Callable[[], int], device: torch.device, seconds: float, warmup: int = 2, min_steps: int = 3) -> Timing:
+    """Run `step` (which returns the images it processed) `warmup` times, then for about `seconds`."""
+    start = time.perf_counter()
+    for _ in range(warmup):
+        step()
+    synchronize(device)
+    warmup_s = time.perf_counter() - start
+    images, steps = 0, 0
+    start = time.perf_counter()
+    while steps < min_steps or time.perf_counter() - start < seconds:
+        images += step()
+        steps += 1
+    synchronize(device)
+    return Timing(images / (time.perf_counter() - start), warmup_s, steps)
+
+
+def endless(batches: Iterable[Batch]) -> Iterator[Batch]:
+    """Batches of a loader, epoch after epoch (a time box may outlast one epoch)."""
+    return itertools.chain.from_iterable(itertools.repeat(batches))
+
+
+def train_step(
+    model: nn.Module, optimizer: Optimizer, loss_fn: nn.Module, batches: Iterator[Batch],
+    amp_dtype: torch.dtype | None = None,
+) -> Callable[[], int]:
+    """One optimizer step on the next batch, exactly as the training loop takes it."""
+
+    def step() -> int:
+        images, labels = next(batches)
+        with autocast(images.device, amp_dtype):
+            loss = loss_fn(model(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return labels.shape[0]
+
+    return step
+
+
+def inference_step(model: nn.Module, images: torch.Tensor, amp_dtype: torch.dtype | None = None) -> Callable[[], int]:
+    """One forward pass over a fixed batch in eval mode without gradients."""
+
+    def step() -> int:
+        model.eval()
+        with torch.no_grad(), autocast(images.device, amp_dtype):
+            model(images)
+        return images.shape[0]
+
+    return step
