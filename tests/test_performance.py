@@ -1,0 +1,109 @@
+"""The speed presets, flip TTA in validation, the throughput helpers and `cnnlab bench` (figures live in benchmarks)."""
+
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from torch import nn
+
+from cnnlab.config.duration import parse_duration
+from cnnlab.config.validate import validate_train_config
+from cnnlab.data.loader import BatchLoader
+from cnnlab.data.types import ImageSet
+from cnnlab.errors import UserError
+from cnnlab.models.blocks import ConvBlock, DepthwiseSeparable, SqueezeExcite
+from cnnlab.models.efficient import EfficientCNN
+from cnnlab.models.stats import count_macs
+from cnnlab.tasks.bench import choose_fastest
+from cnnlab.training.throughput import endless, time_steps
+from cnnlab.training.trainer import Trainer
+from conftest import run_dirs
+
+
+@pytest.mark.parametrize(("experiment", "budget_s"), [("cifar10_fast", 1800), ("cifar10_10min", 600)])
+def test_speed_presets_put_dense_convs_early_and_separable_se_late(compose_train, experiment: str, budget_s: int) -> None:
+    cfg = compose_train([f"experiment={experiment}"])
+    validate_train_config(cfg)
+    assert cfg.dataset.name == "cifar10" and cfg.trainer.tta is True
+    assert parse_duration(cfg.trainer.time_budget) == budget_s
+    net = instantiate(cfg.model, in_channels=3, num_classes=10, image_size=[32, 32])
+    assert isinstance(net, EfficientCNN)
+    blocks = [m for m in net.features if isinstance(m, ConvBlock | DepthwiseSeparable)]
+    assert isinstance(blocks[0], ConvBlock) and isinstance(blocks[-1], DepthwiseSeparable)
+    assert all(isinstance(b.se, nn.Identity) for b in blocks if isinstance(b, ConvBlock))  # SE only where maps are small
+    assert isinstance(blocks[-1].se, SqueezeExcite)
+
+
+def test_se_ratio_per_stage_needs_one_entry_per_stage() -> None:
+    layout = {"in_channels": 3, "num_classes": 10, "image_size": [32, 32], "widths": [8, 16], "depths": [1, 1],
+              "blocks": ["conv", "ds"]}
+    net = EfficientCNN(**layout, se_ratio=[0, 0.5])
+    assert [type(m).__name__ for m in net.modules() if isinstance(m, SqueezeExcite)] == ["SqueezeExcite"]
+    with pytest.raises(UserError, match="one per stage"):
+        EfficientCNN(**layout, se_ratio=[0.25])
+    with pytest.raises(UserError, match="fractions in"):
+        EfficientCNN(**layout, se_ratio=[0, 2])
+
+
+def test_maxpool_downsampling_pools_after_a_full_resolution_block() -> None:
+    layout = {"in_channels": 3, "num_classes": 10, "image_size": [32, 32], "stem_channels": 8, "widths": [8, 16, 32],
+              "depths": [1, 1, 1], "blocks": ["conv", "conv", "ds"], "se_ratio": 0}
+    pooled, strided = EfficientCNN(**layout, downsample="maxpool"), EfficientCNN(**layout)
+    assert sum(isinstance(m, nn.MaxPool2d) for m in pooled.modules()) == 2
+    x = torch.randn(2, 3, 32, 32)
+    assert pooled.features(x).shape == strided.features(x).shape == (2, 32, 8, 8)
+    assert count_macs(pooled, (3, 32, 32)) > 1.5 * count_macs(strided, (3, 32, 32))  # its convs see full resolution
+    with pytest.raises(UserError, match="model.downsample='avg' is unknown"):
+        EfficientCNN(**layout, downsample="avg")
+
+
+def test_flip_tta_validation_averages_each_image_with_its_mirror() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Flatten(), nn.Linear(4 * 8 * 8, 10))
+    images = torch.randint(0, 256, (20, 3, 8, 8), dtype=torch.uint8)
+    data = ImageSet(images, torch.randint(0, 10, (20,)))
+    loader = BatchLoader(data, 8, torch.zeros(3), torch.ones(3), shuffle=False, drop_last=False)
+    trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), None, device=torch.device("cpu"),
+                      tracker=None, flip_tta=True)
+    logits, labels = trainer.predict(loader)
+    x = images.float() / 255
+    with torch.no_grad():
+        expected = (model(x) + model(x.flip(3))) / 2
+    assert torch.allclose(logits, expected, atol=1e-5)
+    assert torch.equal(labels, data.labels)
+    plain = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), None, device=torch.device("cpu"), tracker=None)
+    assert not torch.allclose(plain.predict(loader)[0], expected, atol=1e-5)
+
+
+def test_time_steps_warms_up_then_times_at_least_the_minimum_steps() -> None:
+    calls = []
+    timing = time_steps(lambda: calls.append(1) or 5, torch.device("cpu"), seconds=0.0, warmup=2, min_steps=3)
+    assert len(calls) == 5 and timing.steps == 3 and timing.images_per_s > 0
+    assert list(itertools.islice(endless([1, 2]), 5)) == [1, 2, 1, 2, 1]  # a time box may outlast an epoch
+
+
+def test_bench_weighs_compile_time_against_the_run_length() -> None:
+    results = {"channels_last": {"train_images_per_s": 1000.0, "warmup_s": 1.0},
+               "compiled": {"train_images_per_s": 1250.0, "warmup_s": 30.0}}
+    assert choose_fastest(results, images=10_000) == "channels_last"  # 11 s against 38 s
+    assert choose_fastest(results, images=1_000_000) == "compiled"    # 1001 s against 830 s
+
+
+def test_bench_measures_each_variant_and_recommends_the_fastest(run_cnnlab, tmp_path: Path) -> None:
+    result = run_cnnlab("bench", "experiment=smoke", "bench.seconds=0.3", "bench.compile=false")
+    assert result.returncode == 0, result.stderr
+    (folder,) = [p.parent for p in (tmp_path / "outputs" / "bench").rglob("bench.json")]
+    summary = json.loads((folder / "bench.json").read_text())
+    assert set(summary["variants"]) == {"eager", "channels_last"}
+    for row in summary["variants"].values():
+        assert row["train_images_per_s"] > 0 and row["inference_images_per_s"] > 0
+    fastest = summary["fastest"]
+    assert fastest == choose_fastest(summary["variants"], summary["run_images"])
+    expected = "trainer.channels_last=true compile=false" if fastest == "channels_last" else "trainer.channels_last=false"
+    assert summary["overrides"].startswith(expected)
+    assert f"fastest for 3 epochs, warm-up included: {fastest}; train with  cnnlab train ... {summary['overrides']}" in result.stdout
+    assert f"{fastest} *" in result.stdout  # the table marks the row it recommends
+    assert not run_dirs(tmp_path / "outputs" / "runs")  # measuring trains nothing for keeps
