@@ -52,6 +52,7 @@ CASES = {
     "seed not a number": Case(("train", "seed=abc"), "seed='abc' is invalid", "seed=0"),
     "unknown device": Case(("train", "device=gpu"), "device='gpu' is invalid", "device=cpu"),
     "bench time box zero": Case(("bench", "bench.seconds=0"), "bench.seconds=0 is invalid", "bench.seconds=3"),
+    "bench time box endless": Case(("bench", "bench.seconds=inf"), "bench.seconds=inf is invalid", "(0, 600]"),
     "bad time budget": Case(("train", "trainer.time_budget=soon"), "trainer.time_budget='soon' is invalid", "10m"),
     "schedule fraction": Case(("train", "scheduler.warmup_fraction=2"), "scheduler.warmup_fraction=2 is invalid", "scheduler.warmup_fraction=0.1"),
     "optimizer refuses": Case(("train", *SMOKE, "optimizer.momentum=-1"), "Invalid momentum value: -1", "optimizer.* overrides"),

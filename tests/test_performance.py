@@ -17,7 +17,9 @@ from cnnlab.errors import UserError
 from cnnlab.models.blocks import ConvBlock, DepthwiseSeparable, SqueezeExcite
 from cnnlab.models.efficient import EfficientCNN
 from cnnlab.models.stats import count_macs
-from cnnlab.tasks.bench import choose_fastest
+from cnnlab.tasks.bench import RunWork, choose_fastest
+from cnnlab.training.resume import config_changes
+from cnnlab.training.run import prepare_run
 from cnnlab.training.throughput import endless, time_steps
 from cnnlab.training.trainer import Trainer
 from conftest import run_dirs
@@ -46,6 +48,9 @@ def test_se_ratio_per_stage_needs_one_entry_per_stage() -> None:
         EfficientCNN(**layout, se_ratio=[0.25])
     with pytest.raises(UserError, match="fractions in"):
         EfficientCNN(**layout, se_ratio=[0, 2])
+    for wrong in (None, True, "abc", [0, "x"], [0, [1]]):
+        with pytest.raises(UserError, match="one number per stage"):
+            EfficientCNN(**layout, se_ratio=wrong)
 
 
 def test_maxpool_downsampling_pools_after_a_full_resolution_block() -> None:
@@ -85,11 +90,28 @@ def test_time_steps_warms_up_then_times_at_least_the_minimum_steps() -> None:
     assert list(itertools.islice(endless([1, 2]), 5)) == [1, 2, 1, 2, 1]  # a time box may outlast an epoch
 
 
-def test_bench_weighs_compile_time_against_the_run_length() -> None:
-    results = {"channels_last": {"train_images_per_s": 1000.0, "warmup_s": 1.0},
-               "compiled": {"train_images_per_s": 1250.0, "warmup_s": 30.0}}
-    assert choose_fastest(results, images=10_000) == "channels_last"  # 11 s against 38 s
-    assert choose_fastest(results, images=1_000_000) == "compiled"    # 1001 s against 830 s
+def test_bench_weighs_compile_time_and_validation_against_the_run_length() -> None:
+    results = {"channels_last": {"train_images_per_s": 1000.0, "inference_images_per_s": 3000.0, "warmup_s": 1.0},
+               "compiled": {"train_images_per_s": 1250.0, "inference_images_per_s": 3000.0, "warmup_s": 30.0}}
+    assert choose_fastest(results, RunWork(10_000)) == "channels_last"  # 11 s against 38 s
+    assert choose_fastest(results, RunWork(1_000_000)) == "compiled"    # 1001 s against 830 s
+    results["compiled"]["inference_images_per_s"] = 500.0  # slow validation can outweigh faster training
+    assert choose_fastest(results, RunWork(1_000_000, predict_images=200_000)) == "channels_last"
+
+
+def test_resume_treats_settings_added_later_as_their_old_behaviour() -> None:
+    current = {"model": {"downsample": "stride"}, "trainer": {"tta": False}}
+    assert config_changes({"model": {}, "trainer": {}}, current) == []
+    changed = config_changes({"model": {}, "trainer": {}}, {"model": {"downsample": "maxpool"}, "trainer": {"tta": True}})
+    assert changed == ["model.downsample: stride -> maxpool", "trainer.tta: False -> True"]
+
+
+def test_run_passes_flip_tta_to_the_trainer(compose_train, tmp_path: Path) -> None:
+    overrides = ["experiment=smoke", "dataset.train_size=300", "dataset.val_size=100", "dataset.test_size=100"]
+    for tta in (True, False):
+        run = prepare_run(compose_train([*overrides, f"trainer.tta={str(tta).lower()}"]), tmp_path / str(tta))
+        run.tracker.close()
+        assert run.trainer.flip_tta is tta
 
 
 def test_bench_measures_each_variant_and_recommends_the_fastest(run_cnnlab, tmp_path: Path) -> None:
@@ -101,9 +123,12 @@ def test_bench_measures_each_variant_and_recommends_the_fastest(run_cnnlab, tmp_
     for row in summary["variants"].values():
         assert row["train_images_per_s"] > 0 and row["inference_images_per_s"] > 0
     fastest = summary["fastest"]
-    assert fastest == choose_fastest(summary["variants"], summary["run_images"])
+    epochs = summary["epochs"]
+    assert epochs == 3  # experiment=smoke
+    work = RunWork(summary["train_images_per_epoch"] * epochs, summary["predict_images_per_epoch"] * epochs)
+    assert fastest == choose_fastest(summary["variants"], work)
     expected = "trainer.channels_last=true compile=false" if fastest == "channels_last" else "trainer.channels_last=false"
     assert summary["overrides"].startswith(expected)
-    assert f"fastest for 3 epochs, warm-up included: {fastest}; train with  cnnlab train ... {summary['overrides']}" in result.stdout
+    assert f"fastest for 3 epochs with validation, warm-up included: {fastest}; train with  cnnlab train ... {summary['overrides']}" in result.stdout
     assert f"{fastest} *" in result.stdout  # the table marks the row it recommends
     assert not run_dirs(tmp_path / "outputs" / "runs")  # measuring trains nothing for keeps

@@ -50,8 +50,13 @@ class EfficientCNN(nn.Module):
 
 def _per_stage(se_ratio: float | Sequence[float], stages: int) -> list[float]:
     """One squeeze-excitation ratio per stage: SE pays off on small maps and costs most on large ones."""
-    if isinstance(se_ratio, int | float):
+    def is_number(value: object) -> bool:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+
+    if is_number(se_ratio):
         return [float(se_ratio)] * stages
+    if isinstance(se_ratio, str | bytes) or not isinstance(se_ratio, Sequence) or not all(map(is_number, se_ratio)):
+        raise UserError(f"model.se_ratio={se_ratio!r} is invalid: give one number such as 0.25, or one number per stage such as [0,0,0,0.25]")
     if len(se_ratio) != stages:
         raise UserError(f"model.se_ratio has {len(se_ratio)} entries for {stages} stages; give one number, or one per stage")
     return [float(r) for r in se_ratio]

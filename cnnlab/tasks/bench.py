@@ -1,12 +1,13 @@
 """`cnnlab bench [overrides]`: how fast this config trains and predicts on this device, and how to run it fastest.
 
 Each execution variant (eager NCHW, channels_last, torch.compile) trains a fresh copy of the model on
-real augmented batches of the configured data set, then predicts on validation batches; the variant
-that would finish the configured epochs soonest, compile time included, is recommended as overrides
-for `cnnlab train`.
+real augmented batches of the configured data set, then predicts on a validation batch; the variant
+that would finish the run's training and validation soonest, compile time included, is recommended
+as overrides for `cnnlab train`.
 """
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,18 +31,39 @@ VARIANTS: dict[str, tuple[bool, bool]] = {
 
 def check_bench_config(cfg: DictConfig) -> None:
     seconds = cfg.bench.seconds
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
-        raise UserError(f"bench.seconds={seconds!r} is invalid: must be a number of seconds > 0 (for example bench.seconds=3)")
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds <= 600:
+        raise UserError(f"bench.seconds={seconds!r} is invalid: must be a number of seconds in (0, 600] (for example bench.seconds=3)")
     if not isinstance(cfg.bench.compile, bool):
         raise UserError(f"bench.compile={cfg.bench.compile!r} is invalid: must be true or false")
 
 
-def choose_fastest(results: dict[str, dict[str, float]], images: int) -> str:
-    """The variant that finishes training `images` images soonest, its warm-up (compile time) included.
+@dataclass
+class RunWork:
+    """What a run will do: images trained and images predicted (validation, twice under flip TTA)."""
+
+    train_images: float
+    predict_images: float = 0.0
+
+
+def run_seconds(row: dict[str, float], work: RunWork) -> float:
+    return work.train_images / row["train_images_per_s"] + work.predict_images / row["inference_images_per_s"] + row["warmup_s"]
+
+
+def choose_fastest(results: dict[str, dict[str, float]], work: RunWork) -> str:
+    """The variant that finishes the run's training and validation soonest, its warm-up (compile time) included.
 
     torch.compile can win per step and still lose a short run to its compile time.
     """
-    return min(results, key=lambda name: images / results[name]["train_images_per_s"] + results[name]["warmup_s"])
+    return min(results, key=lambda name: run_seconds(results[name], work))
+
+
+def planned_epochs(cfg: DictConfig, eager: dict[str, float], work_per_epoch: RunWork) -> float:
+    """`epochs`, or under trainer.time_budget about as many as the budget holds at the eager speed."""
+    if cfg.trainer.time_budget is None:
+        return float(cfg.epochs)
+    from cnnlab.config.duration import parse_duration
+
+    return max(1.0, parse_duration(cfg.trainer.time_budget) / run_seconds({**eager, "warmup_s": 0.0}, work_per_epoch))
 
 
 def overrides_for(variant: str) -> str:
@@ -71,6 +93,8 @@ def measure_variant(cfg: DictConfig, data: Any, device: Any, variant: str) -> di
     torch.manual_seed(cfg.seed)
     model = new_model(cfg, data).to(device, memory_format=memory_format).train()
     optimizer = build_optimizer(instantiate(cfg.optimizer), model, cfg.trainer.no_decay_norm_bias)
+    if compiled:
+        torch._dynamo.reset()  # each measurement compiles from scratch, not on top of an earlier model's graphs
     net = torch.compile(model) if compiled else model
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=cfg.trainer.label_smoothing)
     amp_dtype = autocast_dtype(device, cfg.trainer.amp)
@@ -86,7 +110,7 @@ def measure_variant(cfg: DictConfig, data: Any, device: Any, variant: str) -> di
     }
 
 
-def print_results(results: dict[str, dict[str, float]], best: str, title: str, epochs: int) -> None:
+def print_results(results: dict[str, dict[str, float]], best: str, title: str, epochs: float) -> None:
     from rich import box, get_console
     from rich.table import Table
 
@@ -103,7 +127,7 @@ def print_results(results: dict[str, dict[str, float]], best: str, title: str, e
         )
     console = get_console()
     console.print(table)
-    console.print(f"* fastest for {epochs} epochs, warm-up included: {best}; train with  cnnlab train ... "
+    console.print(f"* fastest for {epochs:.0f} epochs with validation, warm-up included: {best}; train with  cnnlab train ... "
                   f"{overrides_for(best)}", soft_wrap=True)
 
 
@@ -124,17 +148,19 @@ def bench_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     for name in variants:
         log.info("measuring %s ...", name)
         results[name] = measure_variant(cfg, data, device, name)
-    run_images = len(data.train.data) * int(cfg.epochs)
-    best = choose_fastest(results, run_images)
+    per_epoch = RunWork(len(data.train) * cfg.batch_size, len(data.val.data) * (2 if cfg.trainer.tta else 1))
+    epochs = planned_epochs(cfg, results["eager"], per_epoch)
+    best = choose_fastest(results, RunWork(per_epoch.train_images * epochs, per_epoch.predict_images * epochs))
     model_name = cfg.model._target_.rsplit(".", 1)[-1]
     summary = {
         "model": model_name, "macs": count_macs(new_model(cfg, data), data.input_shape), "dataset": cfg.dataset.name,
         "batch_size": cfg.batch_size, "eval_batch_size": cfg.trainer.eval_batch_size, "device": str(device),
-        "threads": torch.get_num_threads(), "variants": results, "run_images": run_images, "fastest": best,
+        "threads": torch.get_num_threads(), "variants": results, "epochs": epochs,
+        "train_images_per_epoch": per_epoch.train_images, "predict_images_per_epoch": per_epoch.predict_images, "fastest": best,
         "overrides": overrides_for(best),
     }
     print_results(results, best, f"{model_name} on {cfg.dataset.name}, batch {cfg.batch_size}, {device} "
-                                 f"({torch.get_num_threads()} threads)", cfg.epochs)
+                                 f"({torch.get_num_threads()} threads)", epochs)
     atomic_json_dump(summary, run_dir / "bench.json")
     log.info("bench.json is in %s", run_dir)
     return summary

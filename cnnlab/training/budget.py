@@ -13,19 +13,19 @@ from cnnlab.data.loader import BatchLoader
 from cnnlab.training.device import synchronize
 
 @torch.no_grad()
-def _eval_seconds(model: nn.Module, loader: BatchLoader) -> float:
+def _eval_seconds(model: nn.Module, loader: BatchLoader, flip_tta: bool) -> float:
     model.eval()
     images, _ = next(iter(loader))
     model(images)
     start = time.perf_counter()
     model(images)
     synchronize(images.device)
-    return (time.perf_counter() - start) * len(loader)
+    return (time.perf_counter() - start) * len(loader) * (2 if flip_tta else 1)
 
 
 def plan_epochs(
     model: nn.Module, make_optimizer: Callable[[nn.Module], Optimizer], loss_fn: nn.Module, train: BatchLoader,
-    val: BatchLoader, budget_s: float, steps: int = 6,
+    val: BatchLoader, budget_s: float, steps: int = 6, flip_tta: bool = False,
 ) -> tuple[int, float]:
     """How many whole epochs fit in `budget_s`, timed on a copy of the model (the run's state is untouched).
 
@@ -45,6 +45,6 @@ def plan_epochs(
         synchronize(images.device)
         timings.append(time.perf_counter() - start)
     step_s = sorted(timings[1:])[len(timings[1:]) // 2]  # median, without the warm-up step
-    epoch_s = step_s * len(train) + _eval_seconds(probe, val)
+    epoch_s = step_s * len(train) + _eval_seconds(probe, val, flip_tta)
     torch.set_rng_state(rng)
     return max(1, math.floor(budget_s / epoch_s)), epoch_s

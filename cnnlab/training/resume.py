@@ -8,6 +8,8 @@ from cnnlab.errors import UserError
 # `epochs`, which may be raised to train longer (the schedule is stretched to the new length).
 MAY_CHANGE = ("epochs", "resume", "device", "compile", "trainer.log_every", "trainer.eval_batch_size", "trainer.log_graph")
 MAY_CHANGE_SUFFIXES = ("root", "cache_dir", "download", "url", "md5")
+# Settings added after checkpoints already existed: a checkpoint without one was trained as with this value
+ADDED_LATER = {"trainer.tta": False, "model.downsample": "stride"}
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -23,6 +25,7 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """'key: saved -> current' for every setting that differs and may not change on resume."""
     old, new = flatten(saved), flatten(current)
+    old = {**{k: v for k, v in ADDED_LATER.items() if k in new}, **old}
     changes = []
     for key in sorted(set(old) | set(new)):
         if key in MAY_CHANGE or key.rsplit(".", 1)[-1] in MAY_CHANGE_SUFFIXES:

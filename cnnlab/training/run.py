@@ -144,7 +144,7 @@ def plan_run_length(cfg: DictConfig, checkpoint: dict | None, budget_s: float | 
     if budget_s is None:
         return int(cfg.epochs)
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=cfg.trainer.label_smoothing)
-    epochs, epoch_s = plan_epochs(model, make_optimizer, loss_fn, data.train, data.val, budget_s)
+    epochs, epoch_s = plan_epochs(model, make_optimizer, loss_fn, data.train, data.val, budget_s, flip_tta=cfg.trainer.tta)
     log.info("time budget %.0f s: about %.1f s per epoch, so %d epochs (the schedule is fitted to them)",
              budget_s, epoch_s, epochs)
     return epochs
