@@ -116,7 +116,17 @@ def validate_eval_config(cfg: DictConfig) -> None:
     _require(isinstance(cfg.trust_code, bool), "trust_code", cfg.trust_code, "must be true or false", "trust_code=true")
 
 
-VALIDATORS = {"train": validate_train_config, "eval": validate_eval_config}
+def validate_bench_config(cfg: DictConfig) -> None:
+    """`cnnlab bench`: the train config it measures, and a finite time box per measurement."""
+    validate_train_config(cfg)
+    seconds = cfg.bench.seconds
+    _require(_is_number(seconds) and 0 < seconds <= 600, "bench.seconds", seconds,
+             "must be a number of seconds in (0, 600]", "bench.seconds=3")
+    _require(isinstance(cfg.bench.compile, bool), "bench.compile", cfg.bench.compile, "must be true or false",
+             "bench.compile=false")
+
+
+VALIDATORS = {"train": validate_train_config, "eval": validate_eval_config, "bench": validate_bench_config}
 
 
 class ValidateBeforeRun(Callback):

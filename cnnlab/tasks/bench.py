@@ -15,8 +15,7 @@ import hydra
 from omegaconf import DictConfig
 
 import cnnlab.config.resolvers  # noqa: F401 - registers the resolvers the configs use
-from cnnlab.config.validate import validate_train_config
-from cnnlab.errors import UserError
+from cnnlab.config.validate import validate_bench_config
 from cnnlab.tasks.common import run_task
 
 log = logging.getLogger("cnnlab")
@@ -27,14 +26,6 @@ VARIANTS: dict[str, tuple[bool, bool]] = {
     "channels_last": (True, False),
     "compiled": (True, True),
 }
-
-
-def check_bench_config(cfg: DictConfig) -> None:
-    seconds = cfg.bench.seconds
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds <= 600:
-        raise UserError(f"bench.seconds={seconds!r} is invalid: must be a number of seconds in (0, 600] (for example bench.seconds=3)")
-    if not isinstance(cfg.bench.compile, bool):
-        raise UserError(f"bench.compile={cfg.bench.compile!r} is invalid: must be true or false")
 
 
 @dataclass
@@ -71,32 +62,23 @@ def overrides_for(variant: str) -> str:
     return f"trainer.channels_last={str(channels_last).lower()} compile={str(compiled).lower()}"
 
 
-def new_model(cfg: DictConfig, data: Any) -> Any:
-    """The configured model for the data set's input shape and classes, on the CPU."""
-    from hydra.utils import instantiate
-
-    channels, height, width = data.input_shape
-    return instantiate(cfg.model, in_channels=channels, num_classes=len(data.classes), image_size=[height, width])
-
-
 def measure_variant(cfg: DictConfig, data: Any, device: Any, variant: str) -> dict[str, float]:
     """Training and inference throughput of a fresh model in one execution variant."""
     import torch
-    from hydra.utils import instantiate
 
+    from cnnlab.training.components import build_model, configured_loss, configured_optimizer
     from cnnlab.training.device import autocast_dtype
-    from cnnlab.training.optim import build_optimizer
     from cnnlab.training.throughput import endless, inference_step, time_steps, train_step
 
     channels_last, compiled = VARIANTS[variant]
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     torch.manual_seed(cfg.seed)
-    model = new_model(cfg, data).to(device, memory_format=memory_format).train()
-    optimizer = build_optimizer(instantiate(cfg.optimizer), model, cfg.trainer.no_decay_norm_bias)
+    model = build_model(cfg, data.input_shape, len(data.classes)).to(device, memory_format=memory_format).train()
+    optimizer = configured_optimizer(cfg, model)
     if compiled:
         torch._dynamo.reset()  # each measurement compiles from scratch, not on top of an earlier model's graphs
     net = torch.compile(model) if compiled else model
-    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=cfg.trainer.label_smoothing)
+    loss_fn = configured_loss(cfg)
     amp_dtype = autocast_dtype(device, cfg.trainer.amp)
     for loader in (data.train, data.val):
         loader.memory_format = memory_format
@@ -132,13 +114,13 @@ def print_results(results: dict[str, dict[str, float]], best: str, title: str, e
 
 
 def bench_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    validate_train_config(cfg)
-    check_bench_config(cfg)
+    validate_bench_config(cfg)
     import torch
 
     from cnnlab.checkpoints.atomic import atomic_json_dump
     from cnnlab.data.build import build_data
     from cnnlab.models.stats import count_macs
+    from cnnlab.training.components import build_model
     from cnnlab.training.device import resolve_device
 
     device = resolve_device(str(cfg.device))
@@ -153,7 +135,7 @@ def bench_task(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     best = choose_fastest(results, RunWork(per_epoch.train_images * epochs, per_epoch.predict_images * epochs))
     model_name = cfg.model._target_.rsplit(".", 1)[-1]
     summary = {
-        "model": model_name, "macs": count_macs(new_model(cfg, data), data.input_shape), "dataset": cfg.dataset.name,
+        "model": model_name, "macs": count_macs(build_model(cfg, data.input_shape, len(data.classes)), data.input_shape), "dataset": cfg.dataset.name,
         "batch_size": cfg.batch_size, "eval_batch_size": cfg.trainer.eval_batch_size, "device": str(device),
         "threads": torch.get_num_threads(), "variants": results, "epochs": epochs,
         "train_images_per_epoch": per_epoch.train_images, "predict_images_per_epoch": per_epoch.predict_images, "fastest": best,

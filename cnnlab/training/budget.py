@@ -1,6 +1,7 @@
 """Fit the number of epochs to a wall-clock budget: measure a few steps, then plan a schedule that completes."""
 
 import copy
+import itertools
 import math
 import time
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from torch.optim import Optimizer
 
 from cnnlab.data.loader import BatchLoader
 from cnnlab.training.device import synchronize
+from cnnlab.training.throughput import train_step
 
 @torch.no_grad()
 def _eval_seconds(model: nn.Module, loader: BatchLoader, flip_tta: bool) -> float:
@@ -33,15 +35,13 @@ def plan_epochs(
     """
     rng = torch.get_rng_state()
     probe = copy.deepcopy(model)
-    optimizer = make_optimizer(probe)
     probe.train()
     images, labels = next(iter(train))
+    step = train_step(probe, make_optimizer(probe), loss_fn, itertools.repeat((images, labels)))
     timings = []
     for _ in range(steps):
         start = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        loss_fn(probe(images), labels).backward()
-        optimizer.step()
+        step()
         synchronize(images.device)
         timings.append(time.perf_counter() - start)
     step_s = sorted(timings[1:])[len(timings[1:]) // 2]  # median, without the warm-up step

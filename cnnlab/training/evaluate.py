@@ -6,7 +6,6 @@ from typing import Any
 
 import torch
 from hydra import compose
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from cnnlab.checkpoints.atomic import atomic_json_dump
@@ -17,6 +16,7 @@ from cnnlab.data.build import build_data
 from cnnlab.data.loader import BatchLoader
 from cnnlab.errors import UserError
 from cnnlab.tracking.terminal import print_evaluation
+from cnnlab.training.components import build_model
 from cnnlab.training.device import autocast_dtype, resolve_device
 from cnnlab.training.report import classification_report, predict
 from cnnlab.training.resume import flatten
@@ -36,8 +36,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> float:
     channels_last = bool(run_cfg.trainer.channels_last)
     data = build_data(run_cfg.dataset, run_cfg.batch_size, batch_size, device, run_cfg.seed, channels_last)
     loader = split_loader(data, cfg.split, batch_size)
-    channels, height, width = data.input_shape
-    model = instantiate(run_cfg.model, in_channels=channels, num_classes=len(data.classes), image_size=[height, width])
+    model = build_model(run_cfg, data.input_shape, len(data.classes))
     try:
         model.load_state_dict(checkpoint["model"])
     except RuntimeError as e:

@@ -27,8 +27,8 @@ from cnnlab.tracking.terminal import TerminalSink
 from cnnlab.tracking.tracker import Tracker
 from cnnlab.config.duration import parse_duration
 from cnnlab.training.budget import plan_epochs
+from cnnlab.training.components import build_model, configured_loss, configured_optimizer
 from cnnlab.training.device import autocast_dtype, resolve_device
-from cnnlab.training.optim import build_optimizer
 from cnnlab.training.report import classification_report
 from cnnlab.training.resume import check_resumable
 from cnnlab.training.signals import graceful_stop
@@ -93,9 +93,8 @@ def prepare_run(cfg: DictConfig, run_dir: Path, prune: PruneRule | None = None) 
     seed_everything(cfg.seed)
     channels_last = bool(cfg.trainer.channels_last)
     data = build_data(cfg.dataset, cfg.batch_size, cfg.trainer.eval_batch_size, device, cfg.seed, channels_last)
-    channels, height, width = data.input_shape
-    model = instantiate(cfg.model, in_channels=channels, num_classes=len(data.classes), image_size=[height, width])
-    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = build_model(cfg, data.input_shape, len(data.classes)).to(device, memory_format=memory_format)
     info: dict[str, Any] = {
         "model": cfg.model._target_.rsplit(".", 1)[-1], "params": count_parameters(model),
         "macs": count_macs(model, data.input_shape), "dataset": cfg.dataset.name, "train_size": len(data.train.data),
@@ -103,12 +102,9 @@ def prepare_run(cfg: DictConfig, run_dir: Path, prune: PruneRule | None = None) 
         "threads": torch.get_num_threads(),
     }
 
-    def make_optimizer(net: torch.nn.Module) -> torch.optim.Optimizer:
-        return build_optimizer(instantiate(cfg.optimizer), net, cfg.trainer.no_decay_norm_bias)
-
     budget_s = parse_duration(cfg.trainer.time_budget) if cfg.trainer.time_budget is not None else None
-    epochs = plan_run_length(cfg, checkpoint, budget_s, model, make_optimizer, data)
-    optimizer = make_optimizer(model)
+    epochs = plan_run_length(cfg, checkpoint, budget_s, model, data)
+    optimizer = configured_optimizer(cfg, model)
     steps = len(data.train)
     scheduler = instantiate(cfg.scheduler)(optimizer, total_steps=epochs * steps, steps_per_epoch=steps)
     resume_epoch = checkpoint["epoch"] if checkpoint else None
@@ -137,14 +133,13 @@ def prepare_run(cfg: DictConfig, run_dir: Path, prune: PruneRule | None = None) 
 
 
 def plan_run_length(cfg: DictConfig, checkpoint: dict | None, budget_s: float | None, model: torch.nn.Module,
-                    make_optimizer: Any, data: DataBundle) -> int:
+                    data: DataBundle) -> int:
     """Epochs to schedule: `epochs`, or what fits the time budget; on resume at least the checkpoint's plan."""
     if checkpoint is not None:  # epochs can be raised on resume, never lowered below the plan
         return int(checkpoint["planned_epochs"]) if budget_s is not None else max(int(cfg.epochs), int(checkpoint["planned_epochs"]))
     if budget_s is None:
         return int(cfg.epochs)
-    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=cfg.trainer.label_smoothing)
-    epochs, epoch_s = plan_epochs(model, make_optimizer, loss_fn, data.train, data.val, budget_s, flip_tta=cfg.trainer.tta)
+    epochs, epoch_s = plan_epochs(model, lambda net: configured_optimizer(cfg, net), configured_loss(cfg), data.train, data.val, budget_s, flip_tta=cfg.trainer.tta)
     log.info("time budget %.0f s: about %.1f s per epoch, so %d epochs (the schedule is fitted to them)",
              budget_s, epoch_s, epochs)
     return epochs

@@ -21,13 +21,12 @@ import numpy as np
 import torch
 from bench_loop_overhead import loop_epoch
 from data_args import add_data_argument, compose_train, dataset_overrides
-from hydra.utils import instantiate
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from cnnlab.data.build import build_data
-from cnnlab.training.optim import build_optimizer
+from cnnlab.training.components import build_model, configured_loss, configured_optimizer
 from cnnlab.training.run import seed_everything
 
 TARGET = 3.0
@@ -55,10 +54,9 @@ def classic_epoch(cfg, images: np.ndarray, labels: np.ndarray, mean: list[float]
     loader = DataLoader(PilImages(images, labels, transform), batch_size=cfg.batch_size, shuffle=True, drop_last=True,
                         num_workers=workers, persistent_workers=False)
     seed_everything(cfg.seed)
-    model = instantiate(cfg.model, in_channels=images.shape[3], num_classes=int(labels.max()) + 1,
-                        image_size=list(images.shape[1:3])).train()
-    optimizer = build_optimizer(instantiate(cfg.optimizer), model, cfg.trainer.no_decay_norm_bias)
-    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=cfg.trainer.label_smoothing)
+    height, width, channels = images.shape[1:]
+    model = build_model(cfg, (channels, height, width), int(labels.max()) + 1).train()
+    optimizer, loss_fn = configured_optimizer(cfg, model), configured_loss(cfg)
     start = time.perf_counter()
     for x, y in loader:
         optimizer.zero_grad()

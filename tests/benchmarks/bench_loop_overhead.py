@@ -19,9 +19,8 @@ from pathlib import Path
 
 import torch
 from data_args import add_data_argument, compose_train, dataset_overrides
-from hydra.utils import instantiate
 
-from cnnlab.training.optim import build_optimizer
+from cnnlab.training.components import build_model, configured_loss, configured_optimizer
 from cnnlab.training.run import PreparedRun, prepare_run, seed_everything
 from cnnlab.training.throughput import train_step
 
@@ -53,13 +52,9 @@ def loop_epoch(cfg, work: Path) -> tuple[float, int]:
 def bare_steps(cfg, steps: int, batches: list[tuple[torch.Tensor, torch.Tensor]], num_classes: int) -> float:
     """Seconds for `steps` forward/backward/optimizer steps of a fresh model on pre-made batches."""
     seed_everything(cfg.seed)
-    channels, height, width = batches[0][0].shape[1:]
-    model = instantiate(cfg.model, in_channels=channels, num_classes=num_classes, image_size=[height, width])
     memory_format = torch.channels_last if cfg.trainer.channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory_format).train()
-    optimizer = build_optimizer(instantiate(cfg.optimizer), model, cfg.trainer.no_decay_norm_bias)
-    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=cfg.trainer.label_smoothing)
-    step = train_step(model, optimizer, loss_fn, itertools.cycle(batches))
+    model = build_model(cfg, tuple(batches[0][0].shape[1:]), num_classes).to(memory_format=memory_format).train()
+    step = train_step(model, configured_optimizer(cfg, model), configured_loss(cfg), itertools.cycle(batches))
     start = time.perf_counter()
     for _ in range(steps):
         step()

@@ -16,7 +16,8 @@ from data_args import add_data_argument, compose_train, dataset_overrides
 
 from cnnlab.data.build import build_data
 from cnnlab.models.stats import count_macs
-from cnnlab.tasks.bench import VARIANTS, measure_variant, new_model
+from cnnlab.tasks.bench import VARIANTS, measure_variant
+from cnnlab.training.components import build_model
 
 MODELS = {
     "cifar10_fast": ["experiment=cifar10_fast"],
@@ -40,7 +41,7 @@ def main() -> None:
     for name in args.models:
         cfg = compose_train([*MODELS[name], *dataset_overrides(args.data, 4000), "device=cpu", f"+bench.seconds={args.seconds}"])
         data = build_data(cfg.dataset, cfg.batch_size, cfg.trainer.eval_batch_size, torch.device("cpu"), cfg.seed, False)
-        macs = count_macs(new_model(cfg, data), data.input_shape)
+        macs = count_macs(build_model(cfg, data.input_shape, len(data.classes)), data.input_shape)
         for variant in variants:
             result = measure_variant(cfg, data, torch.device("cpu"), variant)
             rows.append((name, macs, cfg.batch_size, variant, result))
