@@ -1,7 +1,7 @@
 """The `cnnlab` command: pick the task, hand every other argument to Hydra.
 
-    cnnlab train [overrides]      one run (train is also the default task)
-    cnnlab -m [overrides]         a sweep, e.g. cnnlab -m lr=0.01,0.1 batch_size=256,512
+cnnlab train [overrides]      one run (train is also the default task)
+cnnlab -m [overrides]         a sweep, e.g. cnnlab -m lr=0.01,0.1 batch_size=256,512
 """
 
 import importlib
@@ -10,15 +10,21 @@ import sys
 from importlib.resources import files
 
 from cnnlab.cli_errors import describe
-from cnnlab.config.resume_args import with_run_overrides, with_sweep_overrides
+from cnnlab.cli_overrides import with_saved_overrides
 from cnnlab.errors import UserErrorExit
 
 TASKS = {
     "train": ("cnnlab.tasks.train", "train a model (default task); add -m to sweep"),
     "eval": ("cnnlab.tasks.eval", "evaluate a checkpoint: cnnlab eval ckpt=<run folder or .pt> [split=val] [tta=true]"),
     "data": ("cnnlab.tasks.data", "class counts, image statistics and sample plots of a dataset"),
-    "bench": ("cnnlab.tasks.bench", "training and inference images/s per variant (eager, channels_last, compiled), fastest recommended"),
-    "report": ("cnnlab.tasks.report", "rank a sweep's trials, write report.md, trials.csv and plots: cnnlab report <sweep folder>"),
+    "bench": (
+        "cnnlab.tasks.bench",
+        "training and inference images/s per variant (eager, channels_last, compiled), fastest recommended",
+    ),
+    "report": (
+        "cnnlab.tasks.report",
+        "rank a sweep's trials, write report.md, trials.csv and plots: cnnlab report <sweep folder>",
+    ),
 }
 GROUPS = ("dataset", "model", "optimizer", "scheduler", "trainer", "sweeper", "pruner", "launcher", "experiment")
 
@@ -39,7 +45,7 @@ def usage() -> str:
         "config groups (pick one option with group=option):",
         *(f"  {group:<11}{', '.join(config_options(group))}" for group in GROUPS),
         "",
-        "top-level keys: lr, batch_size, epochs, weight_decay, seed, device (auto|cpu|cuda|cuda:N), compile,\n"
+        "top-level keys: lr, batch_size, epochs, weight_decay, seed, device (auto|cpu|cuda|cuda:N|mps), compile,\n"
         "                resume=<run folder>, from_sweep=<sweep folder>",
         "",
         "errors are reported in one line; add --debug (or set HYDRA_FULL_ERROR=1) for the full traceback",
@@ -87,8 +93,11 @@ def main(argv: list[str] | None = None) -> None:
                 sys.stderr.close()
             return
     if args[0] not in TASKS and "=" not in args[0] and not args[0].startswith(("-", "~", "+")):
-        print(f"cnnlab: error: unknown task '{args[0]}'; choose one of {', '.join(TASKS)}, "
-              "or give overrides as key=value (see cnnlab --help)", file=sys.stderr)
+        print(
+            f"cnnlab: error: unknown task '{args[0]}'; choose one of {', '.join(TASKS)}, "
+            "or give overrides as key=value (see cnnlab --help)",
+            file=sys.stderr,
+        )
         sys.exit(2)
     task = args.pop(0) if args[0] in TASKS else "train"
     module = importlib.import_module(TASKS[task][0])
@@ -97,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         if task == "train":
-            args = with_sweep_overrides(with_run_overrides(args))
+            args = with_saved_overrides(args)
         sys.argv = [f"cnnlab-{task}", *args]
         module.main()
     except KeyboardInterrupt:  # a second Ctrl-C, or one outside a training loop

@@ -31,8 +31,10 @@ def _unknown_key(exc: ConfigCompositionException, task: str) -> str | None:
     close = difflib.get_close_matches(str(cause.key), siblings, n=1)
     prefix = full_key.rsplit(".", 1)[0] + "." if "." in full_key else ""
     guess = f" (did you mean {prefix}{close[0]}?)" if close else ""
-    return (f"unknown key {full_key}{guess}; list the keys with cnnlab {task} --cfg job, "
-            f"or add a new one with +{full_key}=...")
+    return (
+        f"unknown key {full_key}{guess}; list the keys with cnnlab {task} --cfg job, "
+        f"or add a new one with +{full_key}=..."
+    )
 
 
 def describe(exc: BaseException, task: str = "train") -> str | None:
@@ -45,17 +47,24 @@ def describe(exc: BaseException, task: str = "train") -> str | None:
     if isinstance(exc, MissingConfigException) and exc.missing_cfg_file and "/" in exc.missing_cfg_file:
         group, option = exc.missing_cfg_file.rsplit("/", 1)
         if group == "hydra/launcher":  # cnnlab's launcher option exists, Hydra's plugin for it does not
-            return f"Hydra's {option} launcher is not installed: pip install -e \".[cluster]\" (or pip install cnnlab[cluster])"
+            return (
+                f"Hydra's {option} launcher is not installed: "
+                'pip install -e ".[cluster]" (or pip install cnnlab[cluster])'
+            )
         options = ", ".join(exc.options or [])
         return f"unknown {group} '{option}'; choose one of: {options} (see cnnlab --help)"
     if isinstance(exc, ConfigCompositionException) and (unknown := _unknown_key(exc, task)):
         return unknown
     if isinstance(exc, OverrideParseException):
-        return (f"cannot parse override '{exc.override}': {_first_lines(exc.message, 1)}; check its brackets and "
-                "quotes, and quote it for the shell (for example 'lr=tag(log,interval(1e-4,1))')")
+        return (
+            f"cannot parse override '{exc.override}': {_first_lines(exc.message, 1)}; check its brackets and "
+            "quotes, and quote it for the shell (for example 'lr=tag(log,interval(1e-4,1))')"
+        )
     if isinstance(exc, InstantiationException):
         cause = exc.__cause__
-        key = next((line.split(":", 1)[1].strip() for line in str(exc).splitlines() if line.startswith("full_key:")), "config")
+        key = next(
+            (line.split(":", 1)[1].strip() for line in str(exc).splitlines() if line.startswith("full_key:")), "config"
+        )
         return f"cannot build {key}: {cause if cause is not None else _first_lines(str(exc))}"
     missing = re.search(r"Missing mandatory value: ([\w.]+)", str(exc))
     if isinstance(exc, OmegaConfBaseException) and missing:

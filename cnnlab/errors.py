@@ -1,18 +1,16 @@
 """The exception types for mistakes a user can fix.
 
-UserError subclasses Hydra's CompactHydraException so that Hydra, when it sees one at config time,
-prints only its message; `cnnlab` prints every user error as one line (see cnnlab.cli_errors).
+Free of Hydra and torch, so that any module (a model, a data loader) can raise a UserError without
+pulling them in; `cnnlab` prints every user error as one line (see cnnlab.cli_errors).
 """
 
 import errno
-
-from hydra.errors import CompactHydraException
 
 DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 PATH_PROBLEMS = {errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS} | DISK_FULL
 
 
-class UserError(CompactHydraException):
+class UserError(Exception):
     """A problem with the user's input; the message says what is wrong and how to fix it."""
 
 
@@ -34,10 +32,14 @@ def file_problem(exc: OSError) -> UserError | None:
         return None
     where = exc.filename or "the run's files"
     if exc.errno in DISK_FULL:
-        return UserError(f"no space left to write {where} ({exc.strerror}); free some space or point hydra.run.dir "
-                         "(hydra.sweep.dir with -m) elsewhere; checkpoints already written are kept")
-    return UserError(f"cannot use {where}: {exc.strerror}; check that the folder exists and is writable, or choose "
-                     "another with hydra.run.dir=... (hydra.sweep.dir=... with -m)")
+        return UserError(
+            f"no space left to write {where} ({exc.strerror}); free some space or point hydra.run.dir "
+            "(hydra.sweep.dir with -m) elsewhere; checkpoints already written are kept"
+        )
+    return UserError(
+        f"cannot use {where}: {exc.strerror}; check that the folder exists and is writable, or choose "
+        "another with hydra.run.dir=... (hydra.sweep.dir=... with -m)"
+    )
 
 
 def find_user_error(exc: BaseException | None) -> UserError | None:

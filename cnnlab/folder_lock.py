@@ -1,14 +1,16 @@
-"""One writer per folder: an advisory lock on a file inside it, released by the OS when its process dies (even on SIGKILL)."""
+"""One writer per folder: a lock on a file inside it, released by the OS when its process dies (even on SIGKILL).
 
-import fcntl
+filelock takes the lock with flock on Linux and macOS and with msvcrt on Windows; the lock file's
+name says who holds it (cnnlab.run_folder.RUN_LOCK, SWEEP_LOCK).
+"""
+
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from cnnlab.errors import UserError
+from filelock import FileLock, Timeout
 
-RUN_LOCK = ".run.lock"      # a training run (fresh or resumed) writing its folder
-SWEEP_LOCK = ".sweep.lock"  # a sweep process asking, launching and recording trials
+from cnnlab.errors import UserError
 
 
 def busy_run(run_dir: Path) -> str:
@@ -19,12 +21,15 @@ def busy_run(run_dir: Path) -> str:
 def exclusive(folder: Path, lock_name: str, busy: str) -> Iterator[None]:
     """Hold the folder's lock, or raise UserError(busy): two writers would overwrite each other's work."""
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / lock_name, "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UserError(busy) from None
+    lock = FileLock(folder / lock_name, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise UserError(busy) from None
+    try:
         yield
+    finally:
+        lock.release()
 
 
 def is_locked(folder: Path, lock_name: str) -> bool:
@@ -32,9 +37,10 @@ def is_locked(folder: Path, lock_name: str) -> bool:
     path = folder / lock_name
     if not path.is_file():
         return False
-    with open(path) as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
+    lock = FileLock(path, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        return True
+    lock.release()
     return False

@@ -12,6 +12,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
 import cnnlab.config.resolvers  # noqa: F401 - the configs use cnnlab's resolvers
+from cnnlab.sweeps.trial import available_cores
 
 
 @pytest.fixture
@@ -22,7 +23,9 @@ def compose_train() -> Iterator[Callable[..., DictConfig]]:
     """
     with initialize_config_module(config_module="cnnlab.conf", version_base="1.3"):
         yield lambda overrides=(), hydra=False: compose(
-            config_name="train", overrides=list(overrides), return_hydra_config=hydra,
+            config_name="train",
+            overrides=list(overrides),
+            return_hydra_config=hydra,
         )
 
 
@@ -31,7 +34,7 @@ def cnnlab_executable() -> str:
     candidate = Path(sys.executable).with_name("cnnlab")
     found = str(candidate) if candidate.exists() else shutil.which("cnnlab")
     if found is None:
-        pytest.fail("the cnnlab command is not installed; run pip install -e \".[dev]\"")
+        pytest.fail('the cnnlab command is not installed; run pip install -e ".[dev]"')
     return found
 
 
@@ -42,7 +45,7 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
     OpenMP threads that outnumber the cores spin against each other and run up to 10x slower.
     """
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    threads = str(max(1, len(os.sched_getaffinity(0)) // workers))
+    threads = str(max(1, available_cores() // workers))
     env = {**os.environ, "CNNLAB_DATA": str(tmp_path / "data"), "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     env.pop("HYDRA_FULL_ERROR", None)
     return env
@@ -52,10 +55,17 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
 def run_cnnlab(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
     """run_cnnlab(*args, cwd=tmp_path, timeout=...) runs the real CLI with output captured and no terminal."""
 
-    def run(*args: str, cwd: Path = tmp_path, timeout: float = 240, env: dict | None = None) -> subprocess.CompletedProcess:
+    def run(
+        *args: str, cwd: Path = tmp_path, timeout: float = 240, env: dict | None = None
+    ) -> subprocess.CompletedProcess:
         full_env = {**cli_env(tmp_path), **(env or {})}
         return subprocess.run(
-            [cnnlab_executable(), *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
+            [cnnlab_executable(), *args],
+            cwd=cwd,
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
     return run

@@ -8,6 +8,7 @@ from a shared set of files (a finished run, a broken image folder, a damaged che
 import json
 import pickle
 import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,7 @@ SMOKE = ["experiment=smoke", "dataset.train_size=400", "dataset.val_size=100", "
 class Case:
     args: tuple[str, ...]
     problem: str  # words that name what is wrong
-    fix: str      # words that say what to do
+    fix: str  # words that say what to do
 
 
 CASES = {
@@ -47,57 +48,146 @@ CASES = {
     "batch_size zero": Case(("train", "batch_size=0"), "batch_size=0 is invalid", "batch_size=256"),
     "batch_size fraction": Case(("train", "batch_size=1.5"), "must be a whole number > 0", "batch_size=256"),
     "epochs negative": Case(("train", "epochs=-1"), "epochs=-1 is invalid", "epochs=10"),
-    "dropout one": Case(("train", "model.dropout=1.0"), "model.dropout=1.0 is invalid: must be a number in [0, 1)", "model.dropout=0.1"),
+    "dropout one": Case(
+        ("train", "model.dropout=1.0"), "model.dropout=1.0 is invalid: must be a number in [0, 1)", "model.dropout=0.1"
+    ),
     "dropout negative": Case(("train", "model.dropout=-0.1"), "model.dropout=-0.1 is invalid", "model.dropout=0.1"),
     "seed not a number": Case(("train", "seed=abc"), "seed='abc' is invalid", "seed=0"),
     "unknown device": Case(("train", "device=gpu"), "device='gpu' is invalid", "device=cpu"),
     "bench time box zero": Case(("bench", "bench.seconds=0"), "bench.seconds=0 is invalid", "bench.seconds=3"),
     "bench time box endless": Case(("bench", "bench.seconds=inf"), "bench.seconds=inf is invalid", "(0, 600]"),
     "bad time budget": Case(("train", "trainer.time_budget=soon"), "trainer.time_budget='soon' is invalid", "10m"),
-    "schedule fraction": Case(("train", "scheduler.warmup_fraction=2"), "scheduler.warmup_fraction=2 is invalid", "scheduler.warmup_fraction=0.1"),
-    "optimizer refuses": Case(("train", *SMOKE, "optimizer.momentum=-1"), "Invalid momentum value: -1", "optimizer.* overrides"),
-    "val_size over the data": Case(("train", *SMOKE, "dataset.val_size=500"), "dataset.val_size=500 leaves no training images out of 400", "between 1 and 399"),
+    "schedule fraction": Case(
+        ("train", "scheduler.warmup_fraction=2"),
+        "scheduler.warmup_fraction=2 is invalid",
+        "scheduler.warmup_fraction=0.1",
+    ),
+    "optimizer refuses": Case(
+        ("train", *SMOKE, "optimizer.momentum=-1"), "Invalid momentum value: -1", "optimizer.* overrides"
+    ),
+    "val_size over the data": Case(
+        ("train", *SMOKE, "dataset.val_size=500"),
+        "dataset.val_size=500 leaves no training images out of 400",
+        "between 1 and 399",
+    ),
     "model too deep for the input": Case(
-        ("train", *SMOKE, "dataset.source.image_size=28", "model=efficient", "model.widths=[8,8,8,8,8,8]",
-         "model.depths=[1,1,1,1,1,1]", "model.blocks=[ds,ds,ds,ds,ds,ds]"),
-        "5 stride-2 stages, too many for (28, 28) inputs", "drop a stage"),
+        (
+            "train",
+            *SMOKE,
+            "dataset.source.image_size=28",
+            "model=efficient",
+            "model.widths=[8,8,8,8,8,8]",
+            "model.depths=[1,1,1,1,1,1]",
+            "model.blocks=[ds,ds,ds,ds,ds,ds]",
+        ),
+        "5 stride-2 stages, too many for (28, 28) inputs",
+        "drop a stage",
+    ),
     # data on disk
-    "imagefolder without root": Case(("train", "dataset=imagefolder"), "dataset.root is not set", "dataset.root=/path/to/images"),
-    "missing dataset folder": Case(("train", "dataset=imagefolder", "dataset.root={tmp}/no-such-folder"), "no-such-folder is not a folder", "point it at your images"),
-    "empty class folder": Case(("train", *SMOKE, "dataset=imagefolder", "dataset.root={images_with_empty_class}"), "has no images", "add some or remove the folder"),
-    "unsupported channels": Case(("train", *SMOKE, "dataset=imagefolder", "dataset.root={images}", "dataset.source.channels=2"), "dataset.source.channels=2 is invalid", "use 1 (grayscale) or 3 (RGB)"),
-    "cifar10 download fails": Case(("train", "dataset=cifar10", "dataset.root={tmp}/nodata", "dataset.source.url=file:///nonexistent.tar.gz"), "the download failed", "dataset=synthetic"),
-    "cifar10 missing, download off": Case(("train", "dataset=cifar10", "dataset.root={tmp}/empty", "dataset.source.download=false"), "(download is off)", "dataset=synthetic"),
+    "imagefolder without root": Case(
+        ("train", "dataset=imagefolder"), "dataset.root is not set", "dataset.root=/path/to/images"
+    ),
+    "missing dataset folder": Case(
+        ("train", "dataset=imagefolder", "dataset.root={tmp}/no-such-folder"),
+        "no-such-folder is not a folder",
+        "point it at your images",
+    ),
+    "empty class folder": Case(
+        ("train", *SMOKE, "dataset=imagefolder", "dataset.root={images_with_empty_class}"),
+        "has no images",
+        "add some or remove the folder",
+    ),
+    "unsupported channels": Case(
+        ("train", *SMOKE, "dataset=imagefolder", "dataset.root={images}", "dataset.source.channels=2"),
+        "dataset.source.channels=2 is invalid",
+        "use 1 (grayscale) or 3 (RGB)",
+    ),
+    "cifar10 download fails": Case(
+        ("train", "dataset=cifar10", "dataset.root={tmp}/nodata", "dataset.source.url=file:///nonexistent.tar.gz"),
+        "the download failed",
+        "dataset=synthetic",
+    ),
+    "cifar10 missing, download off": Case(
+        ("train", "dataset=cifar10", "dataset.root={tmp}/empty", "dataset.source.download=false"),
+        "(download is off)",
+        "dataset=synthetic",
+    ),
     # devices and folders
     "cuda without cuda": Case(("train", *SMOKE, "device=cuda"), "CUDA is not available here", "device=cpu"),
-    "output folder under a file": Case(("train", *SMOKE, "hydra.run.dir={a_file}/run"), "cannot use {a_file}/run: Not a directory", "hydra.run.dir="),
+    "output folder under a file": Case(
+        ("train", *SMOKE, "hydra.run.dir={a_file}/run"), "cannot use {a_file}/run: Not a directory", "hydra.run.dir="
+    ),
     # checkpoints and resume
-    "resume without checkpoint": Case(("train", "resume={run_without_checkpoint}"), "no checkpoint in", "start it again"),
-    "resume of a missing folder": Case(("train", "resume={tmp}/no-such-run"), "no-such-run does not exist", "pass a run folder"),
-    "corrupt checkpoint": Case(("train", "resume={corrupt_run}"), "is unreadable (corrupt, truncated or not a checkpoint)", "use checkpoints/best.pt"),
+    "resume without checkpoint": Case(
+        ("train", "resume={run_without_checkpoint}"), "no checkpoint in", "start it again"
+    ),
+    "resume of a missing folder": Case(
+        ("train", "resume={tmp}/no-such-run"), "no-such-run does not exist", "pass a run folder"
+    ),
+    "corrupt checkpoint": Case(
+        ("train", "resume={corrupt_run}"),
+        "is unreadable (corrupt, truncated or not a checkpoint)",
+        "use checkpoints/best.pt",
+    ),
     "truncated checkpoint": Case(("eval", "ckpt={truncated_checkpoint}"), "is unreadable", "use checkpoints/best.pt"),
-    "checkpoint from another model": Case(("train", "resume={run_with_foreign_checkpoint}"), "model._target_: cnnlab.models.baselines.SimpleCNN -> cnnlab.models.efficient.EfficientCNN", "drop those overrides"),
-    "weights of another model": Case(("eval", "ckpt={mismatched_weights}"), "holds weights of another model", "evaluate the checkpoint written by the run that trained it"),
-    "resume with other channels": Case(("train", "resume={run}", "dataset.source.channels=1"), "dataset.source.channels: 3 -> 1", "start a new run without resume="),
-    "resume with other settings": Case(("train", "resume={run}", "lr=0.5"), "with different settings (lr: 0.1 -> 0.5", "only epochs may be raised"),
-    "checkpoint with a code payload": Case(("eval", "ckpt={malicious_checkpoint}"), "was refused: it asks to import code", "only load checkpoints written by cnnlab"),
-    "plain pickle with a code payload": Case(("eval", "ckpt={malicious_pickle}"), "is unreadable", "use checkpoints/best.pt"),
-    "checkpoint config naming code": Case(("eval", "ckpt={foreign_target_checkpoint}"), "asks to build 'os.system'", "trust_code=true"),
-    "checkpoint config splicing code in": Case(("eval", "ckpt={interpolating_checkpoint}"), "holds an interpolation ('${{payload}}')", "only evaluate checkpoints written by cnnlab"),
-    "run folder naming code": Case(("train", "resume={run_naming_code}"), "sets 'model._target_=builtins.exec'", "pass that override on the command line yourself"),
+    "checkpoint from another model": Case(
+        ("train", "resume={run_with_foreign_checkpoint}"),
+        "model._target_: cnnlab.models.baselines.SimpleCNN -> cnnlab.models.efficient.EfficientCNN",
+        "drop those overrides",
+    ),
+    "weights of another model": Case(
+        ("eval", "ckpt={mismatched_weights}"),
+        "holds weights of another model",
+        "evaluate the checkpoint written by the run that trained it",
+    ),
+    "resume with other channels": Case(
+        ("train", "resume={run}", "dataset.source.channels=1"),
+        "dataset.source.channels: 3 -> 1",
+        "start a new run without resume=",
+    ),
+    "resume with other settings": Case(
+        ("train", "resume={run}", "lr=0.5"), "with different settings (lr: 0.1 -> 0.5", "only epochs may be raised"
+    ),
+    "checkpoint with a code payload": Case(
+        ("eval", "ckpt={malicious_checkpoint}"),
+        "was refused: it asks to import code",
+        "only load checkpoints written by cnnlab",
+    ),
+    "plain pickle with a code payload": Case(
+        ("eval", "ckpt={malicious_pickle}"), "is unreadable", "use checkpoints/best.pt"
+    ),
+    "checkpoint config naming code": Case(
+        ("eval", "ckpt={foreign_target_checkpoint}"), "asks to build 'os.system'", "trust_code=true"
+    ),
+    "checkpoint config splicing code in": Case(
+        ("eval", "ckpt={interpolating_checkpoint}"),
+        "holds an interpolation ('${{payload}}')",
+        "only evaluate checkpoints written by cnnlab",
+    ),
+    "run folder naming code": Case(
+        ("train", "resume={run_naming_code}"),
+        "sets 'model._target_=builtins.exec'",
+        "pass that override on the command line yourself",
+    ),
     "eval without ckpt": Case(("eval",), "ckpt is required", "ckpt=<run folder or .pt file>"),
     "eval split": Case(("eval", "ckpt={run}", "split=holdout"), "split='holdout' is invalid", "split=val"),
     # sweeps
     "report of a non-sweep folder": Case(("report", "{run}"), "is not a sweep folder", "outputs/sweeps/"),
-    "from_sweep of a missing folder": Case(("train", "from_sweep={tmp}/no-sweep"), "no-sweep is not a sweep folder", "outputs/sweeps/"),
+    "from_sweep of a missing folder": Case(
+        ("train", "from_sweep={tmp}/no-sweep"), "no-sweep is not a sweep folder", "outputs/sweeps/"
+    ),
 }
 
 
-def run(args: list[str], cwd: Path, env: dict | None = None) -> "subprocess.CompletedProcess[str]":
-    import subprocess
-
-    return subprocess.run([cnnlab_executable(), *args], cwd=cwd, env={**cli_env(cwd), **(env or {})},
-                          capture_output=True, text=True, timeout=240)
+def run(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [cnnlab_executable(), *args],
+        cwd=cwd,
+        env={**cli_env(cwd), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -128,8 +218,10 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     simple = instantiate(simple_cfg, in_channels=3, num_classes=10, image_size=[32, 32]).state_dict()
     made["run_with_foreign_checkpoint"] = copy_run("foreign")  # its last.pt: a simple_cnn run's
     foreign_config = {**payload["config"], "model": OmegaConf.to_container(simple_cfg, resolve=True)}
-    torch.save({**payload, "model": simple, "config": foreign_config},
-               made["run_with_foreign_checkpoint"] / "checkpoints" / "last.pt")
+    torch.save(
+        {**payload, "model": simple, "config": foreign_config},
+        made["run_with_foreign_checkpoint"] / "checkpoints" / "last.pt",
+    )
     made["mismatched_weights"] = tmp / "mismatched.pt"
     torch.save({**payload, "model": simple}, made["mismatched_weights"])
     made["foreign_target_checkpoint"] = tmp / "foreign-target.pt"
@@ -248,8 +340,17 @@ def test_an_image_folder_run_skips_a_broken_file_and_reads_shell_syntax_as_a_pat
     shutil.copytree(files["images"], images)
     (images / "cat" / "broken.png").write_bytes(b"<html>not a png</html>")
     cwd = images.parent
-    result = run(["train", *SMOKE, "dataset=imagefolder", f"dataset.root='{images}'", "dataset.val_size=2",
-                  f"hydra.run.dir='{cwd / 'run; touch PWNED-4'}'"], cwd)
+    result = run(
+        [
+            "train",
+            *SMOKE,
+            "dataset=imagefolder",
+            f"dataset.root='{images}'",
+            "dataset.val_size=2",
+            f"hydra.run.dir='{cwd / 'run; touch PWNED-4'}'",
+        ],
+        cwd,
+    )
     assert result.returncode == 0, result.stderr
     output = result.stdout + result.stderr
     assert "warning: imagefolder: skipping" in output and "broken.png (not a readable image" in output
@@ -267,11 +368,20 @@ def test_eval_data_settings_keep_only_the_checkpoints_split_and_augmentation(com
     recorded.root = recorded.source.root = "/chosen/by/the/file"
     recorded.source.url, recorded.source.md5, recorded.source._target_ = "https://evil/x.tgz", "0" * 32, "os.system"
     local = with_local_data_settings(recorded)
-    assert (local.root, local.source.root, local.source.url, local.source.md5) == ("/local/data", "/local/data", None, None)
+    assert (local.root, local.source.root, local.source.url, local.source.md5) == (
+        "/local/data",
+        "/local/data",
+        None,
+        None,
+    )
     assert local.source._target_ == "cnnlab.data.cifar.load_cifar10"
     assert local.val_size == 123 and local.augment.flip is False
-    synthetic = OmegaConf.create({**OmegaConf.to_container(compose_train(["dataset=synthetic"]).dataset, resolve=True),
-                                  "root": "/chosen/by/the/file"})
+    synthetic = OmegaConf.create(
+        {
+            **OmegaConf.to_container(compose_train(["dataset=synthetic"]).dataset, resolve=True),
+            "root": "/chosen/by/the/file",
+        }
+    )
     synthetic.source.url = "https://evil/x.tgz"
     cleaned = with_local_data_settings(synthetic)
     assert cleaned.root is None and "url" not in cleaned.source

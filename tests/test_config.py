@@ -34,7 +34,8 @@ def test_defaults(compose_train) -> None:
 
 
 @pytest.mark.parametrize(
-    "group", ["dataset", "model", "optimizer", "scheduler", "sweeper", "experiment"],
+    "group",
+    ["dataset", "model", "optimizer", "scheduler", "sweeper", "experiment"],
 )
 def test_every_option_composes_and_resolves(compose_train, group: str, tmp_path) -> None:
     for option in group_options(group):

@@ -6,8 +6,8 @@ with the decode cache), the synthetic set, the seeded holdout split and the batc
 
 import functools
 import hashlib
-import io
 import http.server
+import io
 import logging
 import os
 import pickle
@@ -62,13 +62,26 @@ def _py2_uint8_array(array: np.ndarray) -> bytes:
     """An ndarray exactly as Python 2 numpy pickles it: _reconstruct, then BUILD with the raw bytes as a str."""
     assert array.dtype == np.uint8
     dtype = (
-        b"cnumpy\ndtype\n(" + _py2_str("u1") + b"K\x00K\x01tR"
-        + b"(K\x03" + _py2_str("|") + b"NNN" + b"J\xff\xff\xff\xff" * 2 + b"K\x00tb"
+        b"cnumpy\ndtype\n("
+        + _py2_str("u1")
+        + b"K\x00K\x01tR"
+        + b"(K\x03"
+        + _py2_str("|")
+        + b"NNN"
+        + b"J\xff\xff\xff\xff" * 2
+        + b"K\x00tb"
     )
     shape = b"(" + b"".join(_py2_int(d) for d in array.shape) + b"t"
     return (
-        b"cnumpy.core.multiarray\n_reconstruct\n(cnumpy\nndarray\n(K\x00t" + _py2_str("b") + b"tR"
-        + b"(K\x01" + shape + dtype + b"\x89" + _py2_str(np.ascontiguousarray(array).tobytes()) + b"tb"
+        b"cnumpy.core.multiarray\n_reconstruct\n(cnumpy\nndarray\n(K\x00t"
+        + _py2_str("b")
+        + b"tR"
+        + b"(K\x01"
+        + shape
+        + dtype
+        + b"\x89"
+        + _py2_str(np.ascontiguousarray(array).tobytes())
+        + b"tb"
     )
 
 
@@ -95,7 +108,9 @@ def cifar_rows(images_hwc: np.ndarray) -> np.ndarray:
     return images_hwc.transpose(0, 3, 1, 2).reshape(len(images_hwc), 3072)
 
 
-def write_cifar(root: Path, per_batch: int = 3, test_count: int = 4, seed: int = 0) -> tuple[np.ndarray, list[int], np.ndarray, list[int]]:
+def write_cifar(
+    root: Path, per_batch: int = 3, test_count: int = 4, seed: int = 0
+) -> tuple[np.ndarray, list[int], np.ndarray, list[int]]:
     """Write cifar-10-batches-py/ under root; returns (train HWC images, train labels, test HWC images, test labels)."""
     rng = np.random.default_rng(seed)
     folder = root / "cifar-10-batches-py"
@@ -105,7 +120,9 @@ def write_cifar(root: Path, per_batch: int = 3, test_count: int = 4, seed: int =
         images = rng.integers(0, 256, (per_batch, 32, 32, 3), dtype=np.uint8)
         labels = [int(x) for x in rng.integers(0, 10, per_batch)]
         entry = {
-            "batch_label": f"training batch {b} of 5", "labels": labels, "data": cifar_rows(images),
+            "batch_label": f"training batch {b} of 5",
+            "labels": labels,
+            "data": cifar_rows(images),
             "filenames": [f"img_{b}_{i}.png" for i in range(per_batch)],
         }
         (folder / f"data_batch_{b}").write_bytes(py2_pickle(entry))
@@ -113,13 +130,25 @@ def write_cifar(root: Path, per_batch: int = 3, test_count: int = 4, seed: int =
         train_labels += labels
     test_images = rng.integers(0, 256, (test_count, 32, 32, 3), dtype=np.uint8)
     test_labels = [int(x) for x in rng.integers(0, 10, test_count)]
-    (folder / "test_batch").write_bytes(py2_pickle({
-        "batch_label": "testing batch 1 of 1", "labels": test_labels, "data": cifar_rows(test_images),
-        "filenames": [f"test_{i}.png" for i in range(test_count)],
-    }))
-    (folder / "batches.meta").write_bytes(py2_pickle({
-        "num_cases_per_batch": per_batch, "label_names": list(CIFAR_CLASSES), "num_vis": 3072,
-    }))
+    (folder / "test_batch").write_bytes(
+        py2_pickle(
+            {
+                "batch_label": "testing batch 1 of 1",
+                "labels": test_labels,
+                "data": cifar_rows(test_images),
+                "filenames": [f"test_{i}.png" for i in range(test_count)],
+            }
+        )
+    )
+    (folder / "batches.meta").write_bytes(
+        py2_pickle(
+            {
+                "num_cases_per_batch": per_batch,
+                "label_names": list(CIFAR_CLASSES),
+                "num_vis": 3072,
+            }
+        )
+    )
     (folder / "readme.html").write_text("<html></html>")
     return np.concatenate(train_images), train_labels, test_images, test_labels
 
@@ -280,7 +309,9 @@ def test_cifar10_refuses_pickles_that_would_run_code(tmp_path: Path) -> None:
         def __reduce__(self) -> tuple[Callable[[str], int], tuple[str]]:
             return os.system, (f"touch {marker}",)
 
-    (tmp_path / "cifar-10-batches-py" / "data_batch_3").write_bytes(pickle.dumps({"data": Evil(), "labels": [0]}, protocol=2))
+    (tmp_path / "cifar-10-batches-py" / "data_batch_3").write_bytes(
+        pickle.dumps({"data": Evil(), "labels": [0]}, protocol=2)
+    )
     with pytest.raises(UserError, match="data_batch_3 is not a readable CIFAR-10 batch"):
         load_cifar10(str(tmp_path), download=False)
     assert not marker.exists()
@@ -300,8 +331,30 @@ def test_cifar10_truncated_batch_is_a_user_error(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------------------
 
 IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-MNIST_CLASSES = ["0 - zero", "1 - one", "2 - two", "3 - three", "4 - four", "5 - five", "6 - six", "7 - seven", "8 - eight", "9 - nine"]
-FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+MNIST_CLASSES = [
+    "0 - zero",
+    "1 - one",
+    "2 - two",
+    "3 - three",
+    "4 - four",
+    "5 - five",
+    "6 - six",
+    "7 - seven",
+    "8 - eight",
+    "9 - nine",
+]
+FASHION_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -310,7 +363,9 @@ def idx_bytes(array: np.ndarray) -> bytes:
     return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
 
 
-def write_mnist(root: Path, variant: str, train_count: int = 5, test_count: int = 3, seed: int = 0) -> dict[str, np.ndarray]:
+def write_mnist(
+    root: Path, variant: str, train_count: int = 5, test_count: int = 3, seed: int = 0
+) -> dict[str, np.ndarray]:
     """Write the four uncompressed idx files under root/<variant>/raw and return what they hold."""
     rng = np.random.default_rng(seed)
     arrays = {
@@ -328,14 +383,14 @@ def write_mnist(root: Path, variant: str, train_count: int = 5, test_count: int 
 
 def test_idx_writer_matches_the_documented_magic_numbers() -> None:
     """Guard for the helper itself: images start 00 00 08 03, labels 00 00 08 01, dims big-endian."""
-    assert idx_bytes(np.zeros((2, 28, 28), np.uint8))[:16] == bytes.fromhex("00000803" "00000002" "0000001c" "0000001c")
-    assert idx_bytes(np.zeros(300, np.uint8))[:8] == bytes.fromhex("00000801" "0000012c")
+    assert idx_bytes(np.zeros((2, 28, 28), np.uint8))[:16] == bytes.fromhex("00000803000000020000001c0000001c")
+    assert idx_bytes(np.zeros(300, np.uint8))[:8] == bytes.fromhex("000008010000012c")
 
 
 @pytest.mark.parametrize(("variant", "classes"), [("MNIST", MNIST_CLASSES), ("FashionMNIST", FASHION_CLASSES)])
 @pytest.mark.parametrize("download", [False, True])
 def test_mnist_variants_read_idx_files(tmp_path: Path, variant: str, classes: list[str], download: bool) -> None:
-    """Images come back as uint8 (N, 1, 28, 28) with the exact pixels, labels as int64; present files are never re-downloaded."""
+    """Images come back as uint8 (N, 1, 28, 28) with the exact pixels, labels as int64; present files are kept."""
     arrays = write_mnist(tmp_path, variant, seed=len(variant))
     data = load_mnist(variant, str(tmp_path), download=download)
     assert data.train.images.shape == (5, 1, 28, 28) and data.train.images.dtype == torch.uint8
@@ -353,8 +408,14 @@ def test_mnist_reads_its_own_variant_folder(tmp_path: Path) -> None:
     """MNIST and FashionMNIST under one root stay apart: each loader reads <root>/<variant>/raw only."""
     digits = write_mnist(tmp_path, "MNIST", seed=1)
     clothes = write_mnist(tmp_path, "FashionMNIST", train_count=4, seed=2)
-    assert torch.equal(load_mnist("MNIST", str(tmp_path), download=False).train.images[:, 0], torch.from_numpy(digits["train-images-idx3-ubyte"]))
-    assert torch.equal(load_mnist("FashionMNIST", str(tmp_path), download=False).train.images[:, 0], torch.from_numpy(clothes["train-images-idx3-ubyte"]))
+    assert torch.equal(
+        load_mnist("MNIST", str(tmp_path), download=False).train.images[:, 0],
+        torch.from_numpy(digits["train-images-idx3-ubyte"]),
+    )
+    assert torch.equal(
+        load_mnist("FashionMNIST", str(tmp_path), download=False).train.images[:, 0],
+        torch.from_numpy(clothes["train-images-idx3-ubyte"]),
+    )
 
 
 def test_mnist_missing_with_download_off_is_a_user_error(tmp_path: Path) -> None:
@@ -392,7 +453,9 @@ def save_image(path: Path, array: np.ndarray, **kwargs: object) -> None:
     Image.fromarray(array).save(path, **kwargs)
 
 
-def write_class_images(folder: Path, counts: dict[str, int], rng: np.random.Generator, size: int = 8) -> dict[str, list[np.ndarray]]:
+def write_class_images(
+    folder: Path, counts: dict[str, int], rng: np.random.Generator, size: int = 8
+) -> dict[str, list[np.ndarray]]:
     """PNG files folder/<class>/img<i>.png with random RGB pixels; returns the HWC arrays per class in file order."""
     written: dict[str, list[np.ndarray]] = {}
     for name, count in counts.items():
@@ -483,6 +546,7 @@ def png_declaring(width: int, height: int, data_bytes: int = 4096) -> bytes:
     A huge size with little data is the shape of a decompression bomb; (height x (width + 1)) bytes is a
     complete image, fewer is a damaged one.
     """
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
@@ -491,7 +555,9 @@ def png_declaring(width: int, height: int, data_bytes: int = 4096) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + body
 
 
-def test_imagefolder_skips_decompression_bombs_before_decoding(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_imagefolder_skips_decompression_bombs_before_decoding(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Headers over max_pixels, and over Pillow's own limit, are skipped with a warning; nothing huge is allocated."""
     written = write_class_images(tmp_path, {"a": 1, "b": 1}, np.random.default_rng(6))
     (tmp_path / "a" / "bomb.png").write_bytes(png_declaring(9_000, 9_000))  # 81 Mpx: 243 MB once decoded as RGB
@@ -598,7 +664,9 @@ def test_imagefolder_cache_reused_and_invalidated(tmp_path: Path, monkeypatch: p
     assert counter.calls == 8
 
 
-def test_imagefolder_unreadable_cache_is_decoded_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+def test_imagefolder_unreadable_cache_is_decoded_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     """A torn cache file is ignored with a warning and the folder is decoded again."""
     root, cache = tmp_path / "images", tmp_path / "cache"
     written = write_class_images(root, {"a": 1, "b": 1}, np.random.default_rng(12))
@@ -679,7 +747,9 @@ def test_holdout_sizes_that_leave_nothing_are_user_errors(val_size: int | float)
 def test_build_data_holds_out_val_size_from_the_synthetic_source(compose_train: Callable[..., DictConfig]) -> None:
     """build_data with the shipped synthetic config: val_size images held out by split_seed, test kept whole."""
     cfg = compose_train(["dataset=synthetic", "dataset.train_size=120", "dataset.test_size=30", "dataset.val_size=20"])
-    bundle = build_data(cfg.dataset, batch_size=16, eval_batch_size=64, device=torch.device("cpu"), seed=0, channels_last=False)
+    bundle = build_data(
+        cfg.dataset, batch_size=16, eval_batch_size=64, device=torch.device("cpu"), seed=0, channels_last=False
+    )
     source = instantiate(cfg.dataset.source)
     train, val = split_holdout(source.train, 20, cfg.dataset.split_seed)
     assert len(bundle.train.data) == 100 and len(bundle.val.data) == 20
@@ -689,7 +759,9 @@ def test_build_data_holds_out_val_size_from_the_synthetic_source(compose_train: 
 
 
 @pytest.mark.parametrize("name", ["cifar10", "mnist", "fashion_mnist", "imagefolder"])
-def test_dataset_configs_load_files_from_root(name: str, tmp_path: Path, compose_train: Callable[..., DictConfig]) -> None:
+def test_dataset_configs_load_files_from_root(
+    name: str, tmp_path: Path, compose_train: Callable[..., DictConfig]
+) -> None:
     """dataset=<name> dataset.root=<folder> instantiates the loader that reads the files written above."""
     overrides = [f"dataset={name}", f"dataset.root={tmp_path}"]
     if name == "cifar10":
@@ -726,7 +798,9 @@ def test_random_crop_is_a_shifted_window_of_the_padded_image() -> None:
     offsets = []
     for i in range(len(images)):
         matches = [
-            (dy, dx) for dy in range(2 * padding + 1) for dx in range(2 * padding + 1)
+            (dy, dx)
+            for dy in range(2 * padding + 1)
+            for dx in range(2 * padding + 1)
             if torch.equal(out[i], padded[i, :, dy : dy + 6, dx : dx + 6])
         ]
         assert len(matches) == 1, f"image {i} is not a window of its padded input"
@@ -746,7 +820,9 @@ def test_random_flip_mirrors_width_for_some_images() -> None:
     assert all(f != k for f, k in zip(flipped, kept))
     assert 10 < sum(flipped) < 54
     i = flipped.index(True)
-    assert torch.equal(out[i, :, :, 0], images[i, :, :, -1]) and torch.equal(out[i, :, 2, :], images[i, :, 2, :].flip(-1))
+    assert torch.equal(out[i, :, :, 0], images[i, :, :, -1]) and torch.equal(
+        out[i, :, 2, :], images[i, :, 2, :].flip(-1)
+    )
 
 
 def test_batch_augment_switches() -> None:
@@ -757,6 +833,7 @@ def test_batch_augment_switches() -> None:
     crop_only = BatchAugment(crop_padding=1, flip=False)(images, torch.Generator().manual_seed(3))
     assert torch.equal(crop_only, random_crop(images, 1, torch.Generator().manual_seed(3)))
     rand = BatchAugment(crop_padding=0, flip=False, randaugment=True, randaugment_group=4)(
-        torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8, generator=gen), gen,
+        torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8, generator=gen),
+        gen,
     )
     assert rand.shape == (8, 3, 16, 16) and rand.dtype == torch.uint8

@@ -23,8 +23,17 @@ def test_output_shape(compose_train, model: str, channels: int, size: int) -> No
 
 def test_efficient_structure() -> None:
     net = EfficientCNN(
-        in_channels=3, num_classes=10, image_size=[32, 32], stem_channels=16, widths=[16, 32], depths=[2, 1],
-        blocks=["ds", "ds"], kernel_size=5, se_ratio=0.25, activation="relu", dropout=0.0,
+        in_channels=3,
+        num_classes=10,
+        image_size=[32, 32],
+        stem_channels=16,
+        widths=[16, 32],
+        depths=[2, 1],
+        blocks=["ds", "ds"],
+        kernel_size=5,
+        se_ratio=0.25,
+        activation="relu",
+        dropout=0.0,
     )
     separable = [m for m in net.modules() if isinstance(m, DepthwiseSeparable)]
     assert len(separable) == 3
@@ -33,8 +42,17 @@ def test_efficient_structure() -> None:
     assert any(isinstance(m, SqueezeExcite) for m in net.modules())
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
     no_se = EfficientCNN(
-        in_channels=3, num_classes=10, image_size=[32, 32], stem_channels=16, widths=[16, 32], depths=[2, 1],
-        blocks=["ds", "ds"], kernel_size=3, se_ratio=0.0, activation="relu", dropout=0.0,
+        in_channels=3,
+        num_classes=10,
+        image_size=[32, 32],
+        stem_channels=16,
+        widths=[16, 32],
+        depths=[2, 1],
+        blocks=["ds", "ds"],
+        kernel_size=3,
+        se_ratio=0.0,
+        activation="relu",
+        dropout=0.0,
     )
     assert not any(isinstance(m, SqueezeExcite) for m in no_se.modules())
 
@@ -53,8 +71,17 @@ def test_squeeze_excite_rescales_channels() -> None:
 def test_too_many_downsamplings_is_a_user_error() -> None:
     with pytest.raises(UserError, match="28"):
         EfficientCNN(
-            in_channels=1, num_classes=10, image_size=[28, 28], stem_channels=8, widths=[8] * 7, depths=[1] * 7,
-            blocks=["conv"] * 7, kernel_size=3, se_ratio=0.0, activation="relu", dropout=0.0,
+            in_channels=1,
+            num_classes=10,
+            image_size=[28, 28],
+            stem_channels=8,
+            widths=[8] * 7,
+            depths=[1] * 7,
+            blocks=["conv"] * 7,
+            kernel_size=3,
+            se_ratio=0.0,
+            activation="relu",
+            dropout=0.0,
         )
 
 

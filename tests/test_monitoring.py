@@ -9,10 +9,18 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from cnnlab.config.validate import validate_train_config
 from cnnlab.training.run import train
 from cnnlab.training.trainer import RunDiverged
+
 from conftest import run_dirs
 
-TINY = ["experiment=smoke", "device=cpu", "epochs=2", "dataset.train_size=600", "dataset.test_size=100",
-        "dataset.val_size=100", "batch_size=64"]
+TINY = [
+    "experiment=smoke",
+    "device=cpu",
+    "epochs=2",
+    "dataset.train_size=600",
+    "dataset.test_size=100",
+    "dataset.val_size=100",
+    "batch_size=64",
+]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -27,8 +35,19 @@ def test_tensorboard_holds_the_whole_story(compose_train, tmp_path: Path) -> Non
     events = EventAccumulator(str(tmp_path), size_guidance={"histograms": 0, "images": 0, "scalars": 0}).Reload()
     tags = events.Tags()
     scalars = set(tags["scalars"])
-    assert {"train/loss", "train/acc", "val/loss", "val/acc", "lr", "throughput/images_per_s", "time/epoch_s",
-            "test/acc", "test/loss", "hparam/best_val_acc", "hparam/test_acc"} <= scalars
+    assert {
+        "train/loss",
+        "train/acc",
+        "val/loss",
+        "val/acc",
+        "lr",
+        "throughput/images_per_s",
+        "time/epoch_s",
+        "test/acc",
+        "test/loss",
+        "hparam/best_val_acc",
+        "hparam/test_acc",
+    } <= scalars
     assert {f"test/class_acc/class_{i}" for i in range(10)} <= scalars
     assert events.Scalars("test/acc")[0].value == pytest.approx(metrics["test_acc"])
     assert [e.value for e in events.Scalars("val/acc")] == pytest.approx([h["val/acc"] for h in metrics["history"]])

@@ -17,16 +17,20 @@ from cnnlab.errors import UserError
 from cnnlab.models.blocks import ConvBlock, DepthwiseSeparable, SqueezeExcite
 from cnnlab.models.efficient import EfficientCNN
 from cnnlab.models.stats import count_macs
-from cnnlab.tasks.bench import RunWork, choose_fastest
+from cnnlab.training.bench import RunWork, choose_fastest
 from cnnlab.training.resume import config_changes
 from cnnlab.training.run import prepare_run
+from cnnlab.training.step import TrainStep
 from cnnlab.training.throughput import endless, time_steps
 from cnnlab.training.trainer import Trainer
+
 from conftest import run_dirs
 
 
 @pytest.mark.parametrize(("experiment", "budget_s"), [("cifar10_fast", 1800), ("cifar10_10min", 600)])
-def test_speed_presets_put_dense_convs_early_and_separable_se_late(compose_train, experiment: str, budget_s: int) -> None:
+def test_speed_presets_put_dense_convs_early_and_separable_se_late(
+    compose_train, experiment: str, budget_s: int
+) -> None:
     cfg = compose_train([f"experiment={experiment}"])
     validate_train_config(cfg)
     assert cfg.dataset.name == "cifar10" and cfg.trainer.tta is True
@@ -35,13 +39,21 @@ def test_speed_presets_put_dense_convs_early_and_separable_se_late(compose_train
     assert isinstance(net, EfficientCNN)
     blocks = [m for m in net.features if isinstance(m, ConvBlock | DepthwiseSeparable)]
     assert isinstance(blocks[0], ConvBlock) and isinstance(blocks[-1], DepthwiseSeparable)
-    assert all(isinstance(b.se, nn.Identity) for b in blocks if isinstance(b, ConvBlock))  # SE only where maps are small
+    assert all(
+        isinstance(b.se, nn.Identity) for b in blocks if isinstance(b, ConvBlock)
+    )  # SE only where maps are small
     assert isinstance(blocks[-1].se, SqueezeExcite)
 
 
 def test_se_ratio_per_stage_needs_one_entry_per_stage() -> None:
-    layout = {"in_channels": 3, "num_classes": 10, "image_size": [32, 32], "widths": [8, 16], "depths": [1, 1],
-              "blocks": ["conv", "ds"]}
+    layout = {
+        "in_channels": 3,
+        "num_classes": 10,
+        "image_size": [32, 32],
+        "widths": [8, 16],
+        "depths": [1, 1],
+        "blocks": ["conv", "ds"],
+    }
     net = EfficientCNN(**layout, se_ratio=[0, 0.5])
     assert [type(m).__name__ for m in net.modules() if isinstance(m, SqueezeExcite)] == ["SqueezeExcite"]
     with pytest.raises(UserError, match="one per stage"):
@@ -54,8 +66,16 @@ def test_se_ratio_per_stage_needs_one_entry_per_stage() -> None:
 
 
 def test_maxpool_downsampling_pools_after_a_full_resolution_block() -> None:
-    layout = {"in_channels": 3, "num_classes": 10, "image_size": [32, 32], "stem_channels": 8, "widths": [8, 16, 32],
-              "depths": [1, 1, 1], "blocks": ["conv", "conv", "ds"], "se_ratio": 0}
+    layout = {
+        "in_channels": 3,
+        "num_classes": 10,
+        "image_size": [32, 32],
+        "stem_channels": 8,
+        "widths": [8, 16, 32],
+        "depths": [1, 1, 1],
+        "blocks": ["conv", "conv", "ds"],
+        "se_ratio": 0,
+    }
     pooled, strided = EfficientCNN(**layout, downsample="maxpool"), EfficientCNN(**layout)
     assert sum(isinstance(m, nn.MaxPool2d) for m in pooled.modules()) == 2
     x = torch.randn(2, 3, 32, 32)
@@ -65,21 +85,32 @@ def test_maxpool_downsampling_pools_after_a_full_resolution_block() -> None:
         EfficientCNN(**layout, downsample="avg")
 
 
+def plain_step(model: nn.Module) -> TrainStep:
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    return TrainStep(
+        model,
+        optimizer,
+        nn.CrossEntropyLoss(),
+        device=torch.device("cpu"),
+        amp_dtype=None,
+        scheduler=torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0),
+    )
+
+
 def test_flip_tta_validation_averages_each_image_with_its_mirror() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Flatten(), nn.Linear(4 * 8 * 8, 10))
     images = torch.randint(0, 256, (20, 3, 8, 8), dtype=torch.uint8)
     data = ImageSet(images, torch.randint(0, 10, (20,)))
     loader = BatchLoader(data, 8, torch.zeros(3), torch.ones(3), shuffle=False, drop_last=False)
-    trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), None, device=torch.device("cpu"),
-                      tracker=None, flip_tta=True)
+    trainer = Trainer(plain_step(model), tracker=None, flip_tta=True)
     logits, labels = trainer.predict(loader)
     x = images.float() / 255
     with torch.no_grad():
         expected = (model(x) + model(x.flip(3))) / 2
     assert torch.allclose(logits, expected, atol=1e-5)
     assert torch.equal(labels, data.labels)
-    plain = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), None, device=torch.device("cpu"), tracker=None)
+    plain = Trainer(plain_step(model), tracker=None)
     assert not torch.allclose(plain.predict(loader)[0], expected, atol=1e-5)
 
 
@@ -91,10 +122,12 @@ def test_time_steps_warms_up_then_times_at_least_the_minimum_steps() -> None:
 
 
 def test_bench_weighs_compile_time_and_validation_against_the_run_length() -> None:
-    results = {"channels_last": {"train_images_per_s": 1000.0, "inference_images_per_s": 3000.0, "warmup_s": 1.0},
-               "compiled": {"train_images_per_s": 1250.0, "inference_images_per_s": 3000.0, "warmup_s": 30.0}}
+    results = {
+        "channels_last": {"train_images_per_s": 1000.0, "inference_images_per_s": 3000.0, "warmup_s": 1.0},
+        "compiled": {"train_images_per_s": 1250.0, "inference_images_per_s": 3000.0, "warmup_s": 30.0},
+    }
     assert choose_fastest(results, RunWork(10_000)) == "channels_last"  # 11 s against 38 s
-    assert choose_fastest(results, RunWork(1_000_000)) == "compiled"    # 1001 s against 830 s
+    assert choose_fastest(results, RunWork(1_000_000)) == "compiled"  # 1001 s against 830 s
     results["compiled"]["inference_images_per_s"] = 500.0  # slow validation can outweigh faster training
     assert choose_fastest(results, RunWork(1_000_000, predict_images=200_000)) == "channels_last"
 
@@ -102,7 +135,9 @@ def test_bench_weighs_compile_time_and_validation_against_the_run_length() -> No
 def test_resume_treats_settings_added_later_as_their_old_behaviour() -> None:
     current = {"model": {"downsample": "stride"}, "trainer": {"tta": False}}
     assert config_changes({"model": {}, "trainer": {}}, current) == []
-    changed = config_changes({"model": {}, "trainer": {}}, {"model": {"downsample": "maxpool"}, "trainer": {"tta": True}})
+    changed = config_changes(
+        {"model": {}, "trainer": {}}, {"model": {"downsample": "maxpool"}, "trainer": {"tta": True}}
+    )
     assert changed == ["model.downsample: stride -> maxpool", "trainer.tta: False -> True"]
 
 
@@ -127,8 +162,13 @@ def test_bench_measures_each_variant_and_recommends_the_fastest(run_cnnlab, tmp_
     assert epochs == 3  # experiment=smoke
     work = RunWork(summary["train_images_per_epoch"] * epochs, summary["predict_images_per_epoch"] * epochs)
     assert fastest == choose_fastest(summary["variants"], work)
-    expected = "trainer.channels_last=true compile=false" if fastest == "channels_last" else "trainer.channels_last=false"
+    expected = (
+        "trainer.channels_last=true compile=false" if fastest == "channels_last" else "trainer.channels_last=false"
+    )
     assert summary["overrides"].startswith(expected)
-    assert f"fastest for 3 epochs with validation, warm-up included: {fastest}; train with  cnnlab train ... {summary['overrides']}" in result.stdout
+    assert (
+        f"fastest for 3 epochs with validation, warm-up included: {fastest}; "
+        f"train with  cnnlab train ... {summary['overrides']}" in result.stdout
+    )
     assert f"{fastest} *" in result.stdout  # the table marks the row it recommends
     assert not run_dirs(tmp_path / "outputs" / "runs")  # measuring trains nothing for keeps

@@ -10,10 +10,10 @@ import torch
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 
+from cnnlab.config.validate import validate_data_config
 from cnnlab.data.overview import class_counts, pick_samples, summarize
 from cnnlab.data.synthetic import make_synthetic
 from cnnlab.errors import UserError
-from cnnlab.tasks.data import check_config
 from cnnlab.tracking.plots import (
     DPI,
     confusion_figure,
@@ -22,6 +22,7 @@ from cnnlab.tracking.plots import (
     save_curves,
     save_samples,
 )
+
 from conftest import run_dirs
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -38,7 +39,14 @@ def read_png(path: Path) -> tuple[int, int]:
 
 def history(epochs: int) -> list[dict[str, float]]:
     return [
-        {"epoch": e, "train/loss": 2 / e, "train/acc": 1 - 1 / (e + 1), "val/loss": 2.2 / e, "val/acc": 0.9 - 1 / (e + 1), "lr": 0.1}
+        {
+            "epoch": e,
+            "train/loss": 2 / e,
+            "train/acc": 1 - 1 / (e + 1),
+            "val/loss": 2.2 / e,
+            "val/acc": 0.9 - 1 / (e + 1),
+            "lr": 0.1,
+        }
         for e in range(1, epochs + 1)
     ]
 
@@ -95,7 +103,9 @@ def test_data_task_prints_and_writes_the_overview(run_cnnlab, tmp_path: Path) ->
     result = run_cnnlab("data", *SYNTHETIC, timeout=120)
     assert result.returncode == 0, result.stderr
     for name, n_train, n_test in zip(source.classes, train, test):
-        assert any(name in line and f" {n_train} " in line and f" {n_test} " in line for line in result.stdout.splitlines())
+        assert any(
+            name in line and f" {n_train} " in line and f" {n_test} " in line for line in result.stdout.splitlines()
+        )
     assert "32x32" in result.stdout and "400" in result.stdout
 
     (run,) = run_dirs(tmp_path / "outputs" / "data")
@@ -118,4 +128,4 @@ def test_data_config_errors_name_the_key(override: str, message: str) -> None:
     with initialize_config_module(config_module="cnnlab.conf", version_base="1.3"):
         cfg = compose(config_name="data", overrides=[*SYNTHETIC, override])
     with pytest.raises(UserError, match=re.escape(message)):
-        check_config(cfg)
+        validate_data_config(cfg)

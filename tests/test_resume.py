@@ -13,16 +13,25 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from conftest import cnnlab_executable
 
-RUN = ["train", "experiment=smoke", "device=cpu", "epochs=3", "dataset.train_size=1200", "dataset.test_size=200",
-       "dataset.val_size=200", "batch_size=32"]
+RUN = [
+    "train",
+    "experiment=smoke",
+    "device=cpu",
+    "epochs=3",
+    "dataset.train_size=1200",
+    "dataset.test_size=200",
+    "dataset.val_size=200",
+    "batch_size=32",
+]
 # same thread count in every process: CPU float reductions are deterministic only for a fixed one
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 ENV.pop("HYDRA_FULL_ERROR", None)
 
 
 def cnnlab(*args: str, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([cnnlab_executable(), *args], cwd=cwd, env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [cnnlab_executable(), *args], cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def finish(proc: subprocess.Popen, timeout: float = 240) -> tuple[int, str, str]:

@@ -1,4 +1,4 @@
-"""Searches through the real `cnnlab -m` command: every sampler, pruning, failures, kill and resume, launchers, report."""
+"""Searches through the real `cnnlab -m` command: samplers, pruning, failures, kill and resume, launchers, report."""
 
 import csv
 import json
@@ -11,11 +11,20 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from cnnlab.sweeps.trial import available_cores
+
 from conftest import cli_env, cnnlab_executable
 
 # Trials of about a second: a small synthetic set that a good learning rate still learns to >0.9 in 2 epochs.
-TINY = ["experiment=smoke", "epochs=2", "dataset.train_size=1000", "dataset.val_size=200", "dataset.test_size=100",
-        "batch_size=32", "trainer.histograms=false"]
+TINY = [
+    "experiment=smoke",
+    "epochs=2",
+    "dataset.train_size=1000",
+    "dataset.val_size=200",
+    "dataset.test_size=100",
+    "batch_size=32",
+    "trainer.histograms=false",
+]
 LR = "lr=tag(log,interval(1e-3,1))"
 
 
@@ -40,8 +49,15 @@ def test_gp_search_runs_a_study_and_writes_the_report(run_cnnlab, tmp_path: Path
     # random search is run end to end by the failure and launcher tests, TPE by the pruning test
     sweep = tmp_path / "sweep"
     result = run_cnnlab(
-        "-m", "sweeper=gp", LR, "weight_decay=tag(log,interval(1e-5,1e-2))", *TINY, "epochs=1",
-        "hydra.sweeper.n_trials=4", "hydra.sweeper.sampler.n_startup_trials=2", f"hydra.sweep.dir={sweep}",
+        "-m",
+        "sweeper=gp",
+        LR,
+        "weight_decay=tag(log,interval(1e-5,1e-2))",
+        *TINY,
+        "epochs=1",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.sampler.n_startup_trials=2",
+        f"hydra.sweep.dir={sweep}",
     )
     assert result.returncode == 0, result.stderr
     assert sorted(metrics_of(sweep)) == [0, 1, 2, 3]
@@ -57,11 +73,18 @@ def test_gp_search_runs_a_study_and_writes_the_report(run_cnnlab, tmp_path: Path
         assert config.lr == pytest.approx(float(row["lr"])) and 1e-3 <= config.lr <= 1
 
 
-@pytest.mark.parametrize("pruner", [["pruner=median", "pruner.n_startup_trials=2"], ["pruner=hyperband"]], ids=["median", "hyperband"])
+@pytest.mark.parametrize(
+    "pruner", [["pruner=median", "pruner.n_startup_trials=2"], ["pruner=hyperband"]], ids=["median", "hyperband"]
+)
 def test_tpe_with_a_pruner_stops_bad_trials(run_cnnlab, tmp_path: Path, pruner: list[str]) -> None:
     sweep = tmp_path / "sweep"
     result = run_cnnlab(
-        "-m", "sweeper=tpe", *pruner, "lr=tag(log,interval(1e-6,1))", *TINY, "hydra.sweeper.n_trials=7",
+        "-m",
+        "sweeper=tpe",
+        *pruner,
+        "lr=tag(log,interval(1e-6,1))",
+        *TINY,
+        "hydra.sweeper.n_trials=7",
         f"hydra.sweep.dir={sweep}",
     )
     assert result.returncode == 0, result.stderr
@@ -72,16 +95,26 @@ def test_tpe_with_a_pruner_stops_bad_trials(run_cnnlab, tmp_path: Path, pruner: 
         assert m["pruned_at_epoch"] == m["epochs_completed"] == 1  # of 2: the last epoch is never pruned
         assert m.get("test_acc") is None  # a pruned trial skips the test split
     rows = trials_csv(sweep)
-    assert [r["status"].split()[0] for r in rows[: len(metrics) - len(pruned)]] == ["completed"] * (len(metrics) - len(pruned))
+    assert [r["status"].split()[0] for r in rows[: len(metrics) - len(pruned)]] == ["completed"] * (
+        len(metrics) - len(pruned)
+    )
     assert any(r["status"].startswith("pruned @") for r in rows)
 
 
 def test_nsga2_architecture_search_reports_a_pareto_front(run_cnnlab, tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     result = run_cnnlab(
-        "-m", "experiment=nas", "dataset=synthetic", "dataset.train_size=600", "dataset.val_size=200",
-        "dataset.test_size=100", "epochs=1", "batch_size=32", "trainer.histograms=false",
-        "hydra.sweeper.n_trials=4", f"hydra.sweep.dir={sweep}",
+        "-m",
+        "experiment=nas",
+        "dataset=synthetic",
+        "dataset.train_size=600",
+        "dataset.val_size=200",
+        "dataset.test_size=100",
+        "epochs=1",
+        "batch_size=32",
+        "trainer.histograms=false",
+        "hydra.sweeper.n_trials=4",
+        f"hydra.sweep.dir={sweep}",
     )
     assert result.returncode == 0, result.stderr
     rows = assert_report(sweep, 4)
@@ -103,8 +136,15 @@ def test_failed_and_diverged_trials_are_recorded_and_the_sweep_goes_on(run_cnnla
     # model.widths.0=0 is rejected by the model (a user error inside the trial), lr=1e4 diverges;
     # seed 0 draws (1e4, 16), (1e4, 0), (0.05, 16), (1e4, 0): diverged, failed, completed, failed
     result = run_cnnlab(
-        "-m", "sweeper=random", "lr=choice(0.05,10000.0)", "model.widths.0=choice(16,0)", *TINY, "epochs=1",
-        "hydra.sweeper.n_trials=4", "hydra.sweeper.seed=0", f"hydra.sweep.dir={sweep}",
+        "-m",
+        "sweeper=random",
+        "lr=choice(0.05,10000.0)",
+        "model.widths.0=choice(16,0)",
+        *TINY,
+        "epochs=1",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.seed=0",
+        f"hydra.sweep.dir={sweep}",
     )
     assert result.returncode == 0, result.stderr
     statuses = {int(r["trial"]): r["status"] for r in trials_csv(sweep)}
@@ -121,13 +161,16 @@ def test_a_mistake_that_fails_every_trial_stops_the_sweep_in_one_line(run_cnnlab
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("space, words", [
-    ("lr=tag(log,interval(0,1))", "log scale needs a lower bound > 0"),
-    ("lr=interval(1,0.1)", "is empty"),
-    ("lr=glob(*)", "cannot be searched"),
-    ("lr=tag(log,interval(1e-3", "cannot parse override"),
-    ("model.no_such_key=choice(1,2)", "no_such_key"),
-])
+@pytest.mark.parametrize(
+    "space, words",
+    [
+        ("lr=tag(log,interval(0,1))", "log scale needs a lower bound > 0"),
+        ("lr=interval(1,0.1)", "is empty"),
+        ("lr=glob(*)", "cannot be searched"),
+        ("lr=tag(log,interval(1e-3", "cannot parse override"),
+        ("model.no_such_key=choice(1,2)", "no_such_key"),
+    ],
+)
 def test_bad_search_spaces_fail_in_one_line(run_cnnlab, tmp_path: Path, space: str, words: str) -> None:
     result = run_cnnlab("-m", "sweeper=tpe", space, *TINY, f"hydra.sweep.dir={tmp_path / 's'}")
     assert result.returncode == 2, result.stderr
@@ -137,10 +180,19 @@ def test_bad_search_spaces_fail_in_one_line(run_cnnlab, tmp_path: Path, space: s
 
 def test_killed_sweep_resumes_without_repeating_finished_trials(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    args = [cnnlab_executable(), "-m", "sweeper=random", LR, *TINY, "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep}"]
+    args = [
+        cnnlab_executable(),
+        "-m",
+        "sweeper=random",
+        LR,
+        *TINY,
+        "hydra.sweeper.n_trials=2",
+        f"hydra.sweep.dir={sweep}",
+    ]
     env = cli_env(tmp_path)
-    first = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)
+    first = subprocess.Popen(
+        args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # kill the sweep while its second trial trains
         if (sweep / "1" / "metrics.json").is_file():
@@ -148,8 +200,11 @@ def test_killed_sweep_resumes_without_repeating_finished_trials(tmp_path: Path) 
         time.sleep(0.2)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
-    finished_before = {n: (sweep / str(n) / "metrics.json").stat().st_mtime_ns
-                       for n, m in metrics_of(sweep).items() if m["status"] == "completed"}
+    finished_before = {
+        n: (sweep / str(n) / "metrics.json").stat().st_mtime_ns
+        for n, m in metrics_of(sweep).items()
+        if m["status"] == "completed"
+    }
     assert list(finished_before) == [0]
 
     second = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
@@ -167,23 +222,35 @@ def test_killed_sweep_resumes_without_repeating_finished_trials(tmp_path: Path) 
         assert retries and all(int(r["trial"]) > int(row["trial"]) for r in retries)
 
     # the same folder with another search space is refused instead of mixing two studies
-    other = subprocess.run([*args[:3], "lr=tag(log,interval(1e-2,1))", *args[4:]], cwd=tmp_path, env=env,
-                           capture_output=True, text=True, timeout=120)
+    other = subprocess.run(
+        [*args[:3], "lr=tag(log,interval(1e-2,1))", *args[4:]],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert other.returncode == 2 and "other space" in other.stderr
 
 
 def test_joblib_launcher_runs_two_trials_at_once_on_shared_cores(run_cnnlab, tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     result = run_cnnlab(
-        "-m", "sweeper=random", "launcher=joblib", "hydra.sweeper.n_jobs=2", LR, *TINY,
-        "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep}",
+        "-m",
+        "sweeper=random",
+        "launcher=joblib",
+        "hydra.sweeper.n_jobs=2",
+        LR,
+        *TINY,
+        "hydra.sweeper.n_trials=2",
+        f"hydra.sweep.dir={sweep}",
     )
     assert result.returncode == 0, result.stderr
     first, second = metrics_of(sweep).values()
     assert first["status"] == second["status"] == "completed"
     assert first["started_at"] < second["ended_at"] and second["started_at"] < first["ended_at"]  # they overlapped
     # each of the 2 workers gets half the cores (or fewer threads when OMP_NUM_THREADS says so)
-    share = min(int(cli_env(tmp_path)["OMP_NUM_THREADS"]), max(1, len(os.sched_getaffinity(0)) // 2))
+    share = min(int(cli_env(tmp_path)["OMP_NUM_THREADS"]), max(1, available_cores() // 2))
     assert first["threads"] == second["threads"] == share
 
 
@@ -191,8 +258,15 @@ def test_joblib_launcher_runs_two_trials_at_once_on_shared_cores(run_cnnlab, tmp
 def test_submitit_local_launcher_runs_trials_as_separate_jobs(run_cnnlab, tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     result = run_cnnlab(
-        "-m", "sweeper=tpe", "launcher=submitit_local", "hydra.sweeper.n_jobs=2", LR, *TINY, "epochs=1",
-        "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep}",
+        "-m",
+        "sweeper=tpe",
+        "launcher=submitit_local",
+        "hydra.sweeper.n_jobs=2",
+        LR,
+        *TINY,
+        "epochs=1",
+        "hydra.sweeper.n_trials=2",
+        f"hydra.sweep.dir={sweep}",
     )
     assert result.returncode == 0, result.stderr
     metrics = metrics_of(sweep)
@@ -221,22 +295,31 @@ def test_grid_sweep_is_reported_ranked_and_its_best_config_reruns(run_cnnlab, tm
     assert again.returncode == 0 and "best: cnnlab train" in again.stdout
 
 
-@pytest.mark.parametrize("args, words", [
-    (["report"], "usage: cnnlab report"),
-    (["-m", "--cfg", "job", LR], "Only one of --run"),
-    (["report", "no/such/folder"], "is not a sweep folder"),
-    (["train", "from_sweep=no/such/folder"], "is not a sweep folder"),
-    (["-m", "launcher=no_such_launcher", LR], "unknown launcher"),
-    (["-m", "sweeper=tpe", "pruner=no_such_pruner", LR], "unknown pruner"),
-    (["-m", "sweeper=no_such_sampler", LR], "unknown sweeper"),
-    (["-m", "sweeper=tpe", "hydra.sweeper.n_trials=0", LR], "n_trials=0 is invalid"),
-    (["-m", "sweeper=nsga2", "pruner=median", LR], "pruning needs a single objective"),
-    (["-m", "sweeper=tpe", "pruner=median", "hydra.sweeper.report_metric=val/accuracy", LR], "report_metric='val/accuracy' is unknown"),
-    (["-m", "sweeper=tpe", "pruner=median", "hydra.sweeper.report_metric=val/loss", LR], "other direction"),
-    (["-m", "sweeper=tpe", "hydra.sweeper.directions=[up]", LR], "use maximize or minimize"),
-    (["-m", "sweeper=tpe", "hydra.sweeper.objectives=[best_val_acc,macs]", LR], "one hydra.sweeper.directions entry per"),
-    (["-m", "sweeper=tpe", "hydra.sweeper.storage=mystudy.db", LR], "is not a storage"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["report"], "usage: cnnlab report"),
+        (["-m", "--cfg", "job", LR], "Only one of --run"),
+        (["report", "no/such/folder"], "is not a sweep folder"),
+        (["train", "from_sweep=no/such/folder"], "is not a sweep folder"),
+        (["-m", "launcher=no_such_launcher", LR], "unknown launcher"),
+        (["-m", "sweeper=tpe", "pruner=no_such_pruner", LR], "unknown pruner"),
+        (["-m", "sweeper=no_such_sampler", LR], "unknown sweeper"),
+        (["-m", "sweeper=tpe", "hydra.sweeper.n_trials=0", LR], "n_trials=0 is invalid"),
+        (["-m", "sweeper=nsga2", "pruner=median", LR], "pruning needs a single objective"),
+        (
+            ["-m", "sweeper=tpe", "pruner=median", "hydra.sweeper.report_metric=val/accuracy", LR],
+            "report_metric='val/accuracy' is unknown",
+        ),
+        (["-m", "sweeper=tpe", "pruner=median", "hydra.sweeper.report_metric=val/loss", LR], "other direction"),
+        (["-m", "sweeper=tpe", "hydra.sweeper.directions=[up]", LR], "use maximize or minimize"),
+        (
+            ["-m", "sweeper=tpe", "hydra.sweeper.objectives=[best_val_acc,macs]", LR],
+            "one hydra.sweeper.directions entry per",
+        ),
+        (["-m", "sweeper=tpe", "hydra.sweeper.storage=mystudy.db", LR], "is not a storage"),
+    ],
+)
 def test_search_mistakes_fail_in_one_line(run_cnnlab, tmp_path: Path, args: list[str], words: str) -> None:
     result = run_cnnlab(*args, *([] if args[0] == "report" else TINY))
     assert result.returncode == 2, result.stderr

@@ -13,11 +13,18 @@ from cnnlab.sweeps.space import format_value, parse_search_space
 
 
 def test_overrides_become_distributions_and_fixed_values() -> None:
-    space = parse_search_space([
-        "lr=tag(log,interval(1e-4,1))", "weight_decay=interval(0,0.01)", "model.depths.1=tag(int,interval(1,4))",
-        "model.widths.0=range(16,64,step=16)", "batch_size=choice(128,256)", "optimizer=adam,sgd", "epochs=3",
-        "+trainer.extra=choice(a,b)",
-    ])
+    space = parse_search_space(
+        [
+            "lr=tag(log,interval(1e-4,1))",
+            "weight_decay=interval(0,0.01)",
+            "model.depths.1=tag(int,interval(1,4))",
+            "model.widths.0=range(16,64,step=16)",
+            "batch_size=choice(128,256)",
+            "optimizer=adam,sgd",
+            "epochs=3",
+            "+trainer.extra=choice(a,b)",
+        ]
+    )
     d = space.distributions
     assert d["lr"] == FloatDistribution(1e-4, 1.0, log=True)
     assert d["weight_decay"] == FloatDistribution(0.0, 0.01)
@@ -36,23 +43,36 @@ def test_command_line_replaces_the_configs_params() -> None:
     assert space.distributions["batch_size"] == CategoricalDistribution([64, 128])
 
 
-@pytest.mark.parametrize("value, text", [
-    (0.1, "0.1"), (1e-05, "1e-05"), (3, "3"), (True, "true"), (None, "null"), ("ds", "ds"), ("a b", "'a b'"),
-    ("null", "'null'"), ("it's", "'it\\'s'"),
-])
+@pytest.mark.parametrize(
+    "value, text",
+    [
+        (0.1, "0.1"),
+        (1e-05, "1e-05"),
+        (3, "3"),
+        (True, "true"),
+        (None, "null"),
+        ("ds", "ds"),
+        ("a b", "'a b'"),
+        ("null", "'null'"),
+        ("it's", "'it\\'s'"),
+    ],
+)
 def test_values_are_written_back_in_override_syntax(value, text: str) -> None:
     assert format_value(value) == text
 
 
-@pytest.mark.parametrize("arguments, words", [
-    (["epochs=3"], "nothing to search"),
-    (["lr=tag(log,interval(0,1))"], "lower bound > 0"),
-    (["lr=interval(2,1)"], "is empty"),
-    (["x=tag(int,interval(1.5,3))"], "whole numbers"),
-    (["x=tag(cosine,interval(1,3))"], "unknown tag"),
-    (["x=choice(1,1)"], "twice"),
-    (["hydra.job.name=choice(a,b)"], "cannot be searched"),
-])
+@pytest.mark.parametrize(
+    "arguments, words",
+    [
+        (["epochs=3"], "nothing to search"),
+        (["lr=tag(log,interval(0,1))"], "lower bound > 0"),
+        (["lr=interval(2,1)"], "is empty"),
+        (["x=tag(int,interval(1.5,3))"], "whole numbers"),
+        (["x=tag(cosine,interval(1,3))"], "unknown tag"),
+        (["x=choice(1,1)"], "twice"),
+        (["hydra.job.name=choice(a,b)"], "cannot be searched"),
+    ],
+)
 def test_bad_spaces_are_user_errors(arguments: list[str], words: str) -> None:
     with pytest.raises(UserError, match=words):
         parse_search_space(arguments)
@@ -62,9 +82,12 @@ def make_sweep(root: Path, trials: dict[int, tuple[str, dict]], objectives: dict
     """A sweep folder as the sweeper leaves it: multirun.yaml plus one folder per trial."""
     hydra: dict = {"overrides": {"task": ["lr=tag(log,interval(1e-3,1))", "epochs=2"]}}
     if objectives:
-        hydra["sweeper"] = {"_target_": "hydra_plugins.cnnlab_sweeper.cnnlab_sweeper.CnnlabSweeper",
-                            "objectives": list(objectives), "directions": list(objectives.values()),
-                            "sampler": {"_target_": "optuna.samplers.NSGAIISampler"}}
+        hydra["sweeper"] = {
+            "_target_": "hydra_plugins.cnnlab_sweeper.cnnlab_sweeper.CnnlabSweeper",
+            "objectives": list(objectives),
+            "directions": list(objectives.values()),
+            "sampler": {"_target_": "optuna.samplers.NSGAIISampler"},
+        }
     root.mkdir()
     (root / "multirun.yaml").write_text(yaml.safe_dump({"hydra": hydra}))
     for number, (lr, metrics) in trials.items():
@@ -77,17 +100,25 @@ def make_sweep(root: Path, trials: dict[int, tuple[str, dict]], objectives: dict
 
 
 def test_trials_rank_completed_by_objective_then_pruned_then_the_rest(tmp_path: Path) -> None:
-    sweep = make_sweep(tmp_path / "s", {
-        0: ("0.1", {"status": "completed", "best_val_acc": 0.7}),
-        1: ("0.5", {"status": "pruned", "best_val_acc": 0.9, "pruned_at_epoch": 1}),
-        2: ("0.01", {"status": "completed", "best_val_acc": 0.8}),
-        3: ("2.0", {"status": "diverged", "best_val_acc": None}),
-        4: ("0.02", {"status": "running", "best_val_acc": 0.95}),  # its sweep died: interrupted
-        5: ("0.03", {}),  # died before writing metrics.json
-    })
+    sweep = make_sweep(
+        tmp_path / "s",
+        {
+            0: ("0.1", {"status": "completed", "best_val_acc": 0.7}),
+            1: ("0.5", {"status": "pruned", "best_val_acc": 0.9, "pruned_at_epoch": 1}),
+            2: ("0.01", {"status": "completed", "best_val_acc": 0.8}),
+            3: ("2.0", {"status": "diverged", "best_val_acc": None}),
+            4: ("0.02", {"status": "running", "best_val_acc": 0.95}),  # its sweep died: interrupted
+            5: ("0.03", {}),  # died before writing metrics.json
+        },
+    )
     results = load_sweep(sweep)
     assert [(r.number, r.status) for r in results.rows] == [
-        (2, "completed"), (0, "completed"), (1, "pruned"), (4, "interrupted"), (3, "diverged"), (5, "failed"),
+        (2, "completed"),
+        (0, "completed"),
+        (1, "pruned"),
+        (4, "interrupted"),
+        (3, "diverged"),
+        (5, "failed"),
     ]
     assert results.searched == ["lr"] and results.rows[0].params == {"lr": "0.01"}
     # the best command leaves out the sweep-only groups, and from_sweep finds that trial
@@ -97,13 +128,17 @@ def test_trials_rank_completed_by_objective_then_pruned_then_the_rest(tmp_path: 
 
 
 def test_pareto_front_of_two_objectives(tmp_path: Path) -> None:
-    sweep = make_sweep(tmp_path / "s", {
-        0: ("0.1", {"status": "completed", "best_val_acc": 0.9, "macs": 100}),
-        1: ("0.2", {"status": "completed", "best_val_acc": 0.8, "macs": 50}),
-        2: ("0.3", {"status": "completed", "best_val_acc": 0.7, "macs": 80}),   # beaten by trial 1 on both
-        3: ("0.4", {"status": "completed", "best_val_acc": 0.9, "macs": 120}),  # beaten by trial 0
-        4: ("0.5", {"status": "pruned", "best_val_acc": 0.95, "macs": 10}),     # not completed: not on the front
-    }, objectives={"best_val_acc": "maximize", "macs": "minimize"})
+    sweep = make_sweep(
+        tmp_path / "s",
+        {
+            0: ("0.1", {"status": "completed", "best_val_acc": 0.9, "macs": 100}),
+            1: ("0.2", {"status": "completed", "best_val_acc": 0.8, "macs": 50}),
+            2: ("0.3", {"status": "completed", "best_val_acc": 0.7, "macs": 80}),  # beaten by trial 1 on both
+            3: ("0.4", {"status": "completed", "best_val_acc": 0.9, "macs": 120}),  # beaten by trial 0
+            4: ("0.5", {"status": "pruned", "best_val_acc": 0.95, "macs": 10}),  # not completed: not on the front
+        },
+        objectives={"best_val_acc": "maximize", "macs": "minimize"},
+    )
     results = load_sweep(sweep)
     assert sorted(r.number for r in results.pareto_front()) == [0, 1]
     assert results.sampler == "NSGAIISampler"
@@ -121,7 +156,10 @@ def test_a_missing_launcher_plugin_names_the_extra_to_install() -> None:
     from cnnlab.cli_errors import describe
 
     error = MissingConfigException("Could not find 'hydra/launcher/joblib'", "hydra/launcher/joblib", ["basic"])
-    assert describe(error) == "Hydra's joblib launcher is not installed: pip install -e \".[cluster]\" (or pip install cnnlab[cluster])"
+    assert (
+        describe(error)
+        == 'Hydra\'s joblib launcher is not installed: pip install -e ".[cluster]" (or pip install cnnlab[cluster])'
+    )
 
 
 def test_a_dead_sweeps_finished_trials_are_recorded_and_the_rest_requeued(tmp_path: Path) -> None:
@@ -134,8 +172,14 @@ def test_a_dead_sweeps_finished_trials_are_recorded_and_the_rest_requeued(tmp_pa
 
     sweep = OptunaSweep(
         sampler=OmegaConf.create({"_target_": "optuna.samplers.RandomSampler"}),
-        objectives=["best_val_acc"], directions=["maximize"], n_trials=2, n_jobs=2, seed=0, storage=None,
-        study_name="cnnlab", report_metric="val/acc",
+        objectives=["best_val_acc"],
+        directions=["maximize"],
+        n_trials=2,
+        n_jobs=2,
+        seed=0,
+        storage=None,
+        study_name="cnnlab",
+        report_metric="val/acc",
     )
     study = optuna.create_study(storage=open_storage(None, tmp_path), study_name="cnnlab", direction="maximize")
     lr = optuna.distributions.FloatDistribution(1e-3, 1, log=True)

@@ -10,8 +10,13 @@ from cnnlab.config.validate import validate_train_config
 from cnnlab.training.run import train
 
 TINY = [
-    "experiment=smoke", "device=cpu", "epochs=2", "dataset.train_size=600", "dataset.test_size=100",
-    "dataset.val_size=100", "batch_size=64",
+    "experiment=smoke",
+    "device=cpu",
+    "epochs=2",
+    "dataset.train_size=600",
+    "dataset.test_size=100",
+    "dataset.val_size=100",
+    "batch_size=64",
 ]
 
 
@@ -26,7 +31,10 @@ def test_same_seed_same_numbers_different_seed_differs(compose_train, tmp_path: 
     first = run(compose_train(TINY), tmp_path / "a")
     second = run(compose_train(TINY), tmp_path / "b")
     other = run(compose_train([*TINY, "seed=1"]), tmp_path / "c")
-    drop_times = lambda m: [{k: v for k, v in h.items() if not k.startswith(("time/", "throughput/"))} for h in m["history"]]  # noqa: E731
+
+    def drop_times(metrics: dict) -> list[dict]:
+        return [{k: v for k, v in h.items() if not k.startswith(("time/", "throughput/"))} for h in metrics["history"]]
+
     assert drop_times(first[1]) == drop_times(second[1])
     assert first[1]["test_acc"] == second[1]["test_acc"]
     weights_a = torch.load(tmp_path / "a/checkpoints/last.pt", weights_only=True)["model"]
@@ -36,8 +44,11 @@ def test_same_seed_same_numbers_different_seed_differs(compose_train, tmp_path: 
 
 
 def test_each_model_and_optimizer_learns(compose_train, tmp_path: Path) -> None:
-    for overrides in (["model=mlp", "optimizer=adam", "lr=0.003"], ["model=simple_cnn", "optimizer=adamw", "lr=0.003"],
-                      ["optimizer=rmsprop", "lr=0.002", "scheduler=cosine"]):
+    for overrides in (
+        ["model=mlp", "optimizer=adam", "lr=0.003"],
+        ["model=simple_cnn", "optimizer=adamw", "lr=0.003"],
+        ["optimizer=rmsprop", "lr=0.002", "scheduler=cosine"],
+    ):
         best, metrics = run(compose_train([*TINY, *overrides]), tmp_path / overrides[0])
         assert metrics["status"] == "completed"
         assert best == metrics["best_val_acc"] > 0.3, (overrides, best)  # chance is 0.1
@@ -46,7 +57,7 @@ def test_each_model_and_optimizer_learns(compose_train, tmp_path: Path) -> None:
 def test_classification_report_counts_confusion_and_per_class_accuracy() -> None:
     import torch
 
-    from cnnlab.training.report import classification_report
+    from cnnlab.training.metrics import classification_report
 
     labels = torch.tensor([0, 0, 1, 1, 1, 2])
     preds = torch.tensor([0, 1, 1, 1, 0, 0])

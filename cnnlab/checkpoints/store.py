@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from cnnlab.checkpoints.atomic import atomic_torch_save
+from cnnlab.atomic import atomic_torch_save
 from cnnlab.errors import UserError
+from cnnlab.run_folder import BEST_CHECKPOINT, LAST_CHECKPOINT
 
 FORMAT_VERSION = 1
 
@@ -24,8 +25,11 @@ def rng_states() -> dict[str, Any]:
     version, state, gauss = random.getstate()
     np_state = np.random.get_state()
     return {
-        "python": list(state), "python_version": version, "python_gauss": gauss,
-        "numpy": torch.from_numpy(np_state[1].astype(np.int64)), "numpy_pos": int(np_state[2]),
+        "python": list(state),
+        "python_version": version,
+        "python_gauss": gauss,
+        "numpy": torch.from_numpy(np_state[1].astype(np.int64)),
+        "numpy_pos": int(np_state[2]),
         "numpy_gauss": [int(np_state[3]), float(np_state[4])],
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -52,7 +56,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
             warnings.simplefilter("ignore")
             payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch.load fails in many ways on foreign bytes
-        globals_named = [line.strip() for line in str(e).splitlines() if "global" in line.lower() and "weights_only" not in line]
+        globals_named = [
+            line.strip() for line in str(e).splitlines() if "global" in line.lower() and "weights_only" not in line
+        ]
         if isinstance(e, pickle.UnpicklingError) and globals_named:
             raise UserError(
                 f"checkpoint {path} was refused: it asks to import code ({globals_named[0][:120]}); "
@@ -63,7 +69,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
             "use checkpoints/best.pt or another run"
         ) from e
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION or "model" not in payload:
-        raise UserError(f"{path} is not a cnnlab checkpoint (format {FORMAT_VERSION}); pass one from a cnnlab run folder")
+        raise UserError(
+            f"{path} is not a cnnlab checkpoint (format {FORMAT_VERSION}); pass one from a cnnlab run folder"
+        )
     return payload
 
 
@@ -79,11 +87,11 @@ class CheckpointStore:
 
     @property
     def last(self) -> Path:
-        return self.folder / "last.pt"
+        return self.folder / LAST_CHECKPOINT
 
     @property
     def best(self) -> Path:
-        return self.folder / "best.pt"
+        return self.folder / BEST_CHECKPOINT
 
     def save(self, trainer_state: dict[str, Any], best: bool) -> None:
         payload = {"format": FORMAT_VERSION, **self.extra, **trainer_state, "rng": rng_states(), "config": self.config}

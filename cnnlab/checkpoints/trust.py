@@ -40,10 +40,17 @@ def check_config_code(config: dict[str, Any], path: Path, trust_code: bool) -> N
     """Raise UserError unless the stored model and dataset configs build only cnnlab's own classes."""
     spliced = next((v for _, v in _walk(config) if isinstance(v, str) and "${" in v), None)
     if spliced is not None:
-        raise UserError(f"checkpoint {path} holds an interpolation ({spliced[:60]!r}) that cnnlab never writes; "
-                        "it was not used: only evaluate checkpoints written by cnnlab")
+        raise UserError(
+            f"checkpoint {path} holds an interpolation ({spliced[:60]!r}) that cnnlab never writes; "
+            "it was not used: only evaluate checkpoints written by cnnlab"
+        )
     sections = [config.get("model"), config.get("dataset")]
-    foreign = [str(v) for section in sections for k, v in _walk(section) if k == "_target_" and str(v) not in packaged_targets()]
+    foreign = [
+        str(v)
+        for section in sections
+        for k, v in _walk(section)
+        if k == "_target_" and str(v) not in packaged_targets()
+    ]
     if foreign and not trust_code:
         raise UserError(
             f"checkpoint {path} asks to build {foreign[0]!r}, which is not one of cnnlab's models or datasets; if you "

@@ -1,9 +1,10 @@
 """OmegaConf resolvers the configs use. Importing this module registers them (idempotently)."""
 
 import secrets
-from pathlib import Path
 
 from omegaconf import OmegaConf
+
+from cnnlab.run_folder import RESUMED_SNAPSHOT_DIR, SNAPSHOT_DIR, run_dir_of
 
 
 def _unique_id() -> str:
@@ -11,21 +12,13 @@ def _unique_id() -> str:
     return secrets.token_hex(3)
 
 
-def run_dir_of(target: str) -> str:
-    """The run folder of a run folder or of one of its checkpoint files."""
-    path = Path(str(target)).expanduser()
-    if path.suffix == ".pt" or path.is_file():
-        path = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-    return str(path)
-
-
 def _run_dir(resume: str | None, fresh: str) -> str:
     """The folder of the run being resumed, else a fresh one."""
-    return fresh if resume in (None, "") else run_dir_of(resume)
+    return fresh if resume in (None, "") else str(run_dir_of(resume))
 
 
 def _snapshot_dir(resume: str | None) -> str:
-    return ".hydra" if resume in (None, "") else ".hydra/resumed"
+    return SNAPSHOT_DIR if resume in (None, "") else RESUMED_SNAPSHOT_DIR
 
 
 def register_resolvers() -> None:

@@ -8,11 +8,10 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from cnnlab.checkpoints.locate import find_checkpoint
 from cnnlab.config.duration import parse_duration
-from cnnlab.config.resolvers import run_dir_of
 from cnnlab.errors import UserError, UserErrorExit
-from cnnlab.folder_lock import RUN_LOCK, busy_run, is_locked
+from cnnlab.folder_lock import busy_run, is_locked
+from cnnlab.run_folder import RUN_LOCK, find_checkpoint, run_dir_of
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 EVAL_SPLITS = ("test", "val", "train")
@@ -32,7 +31,7 @@ def _require(ok: bool, key: str, value: Any, rule: str, example: str) -> None:
 
 
 def _check_device(device: str) -> None:
-    _require(bool(_DEVICE.match(device)), "device", device, "must be auto, cpu, cuda or cuda:N", "device=cpu")
+    _require(bool(_DEVICE.match(device)), "device", device, "must be auto, cpu, cuda, cuda:N or mps", "device=cpu")
 
 
 def check_dataset_root(dataset: DictConfig) -> None:
@@ -51,7 +50,7 @@ def validate_train_config(cfg: DictConfig) -> None:
     check_dataset_root(cfg.dataset)
     if cfg.resume:
         find_checkpoint(cfg.resume)
-        run_dir = Path(run_dir_of(cfg.resume))
+        run_dir = run_dir_of(cfg.resume)
         if is_locked(run_dir, RUN_LOCK):  # checked before Hydra writes the resume's snapshot and log there
             raise UserError(busy_run(run_dir))
     lr, bs, epochs, wd = cfg.lr, cfg.batch_size, cfg.epochs, cfg.weight_decay
@@ -66,36 +65,65 @@ def validate_train_config(cfg: DictConfig) -> None:
     val = cfg.dataset.val_size
     _require(
         (_is_int(val) and val >= 0) or (_is_number(val) and 0 <= val < 1),
-        "dataset.val_size", val, "must be a count >= 0 or a fraction in [0, 1)", "dataset.val_size=5000",
+        "dataset.val_size",
+        val,
+        "must be a count >= 0 or a fraction in [0, 1)",
+        "dataset.val_size=5000",
     )
     dropout = cfg.model.get("dropout", 0.0)
     _require(
         _is_number(dropout) and 0 <= dropout < 1,
-        "model.dropout", dropout, "must be a number in [0, 1)", "model.dropout=0.1",
+        "model.dropout",
+        dropout,
+        "must be a number in [0, 1)",
+        "model.dropout=0.1",
     )
     smoothing = cfg.trainer.label_smoothing
     _require(
         _is_number(smoothing) and 0 <= smoothing < 1,
-        "trainer.label_smoothing", smoothing, "must be a number in [0, 1)", "trainer.label_smoothing=0.1",
+        "trainer.label_smoothing",
+        smoothing,
+        "must be a number in [0, 1)",
+        "trainer.label_smoothing=0.1",
     )
     _require(
         str(cfg.trainer.amp) in {"auto", "True", "False"},
-        "trainer.amp", cfg.trainer.amp, "must be auto, true or false", "trainer.amp=auto",
+        "trainer.amp",
+        cfg.trainer.amp,
+        "must be auto, true or false",
+        "trainer.amp=auto",
     )
     for key in ("eval_batch_size", "log_every"):
         value = cfg.trainer[key]
-        _require(_is_int(value) and value > 0, f"trainer.{key}", value, "must be a whole number > 0", f"trainer.{key}=10")
+        _require(
+            _is_int(value) and value > 0, f"trainer.{key}", value, "must be a whole number > 0", f"trainer.{key}=10"
+        )
     patience = cfg.trainer.patience
-    _require(patience is None or (_is_int(patience) and patience > 0), "trainer.patience", patience,
-             "must be null (off) or a whole number of epochs > 0", "trainer.patience=3")
+    _require(
+        patience is None or (_is_int(patience) and patience > 0),
+        "trainer.patience",
+        patience,
+        "must be null (off) or a whole number of epochs > 0",
+        "trainer.patience=3",
+    )
     factor = cfg.trainer.divergence_factor
-    _require(factor is None or (_is_number(factor) and factor > 1), "trainer.divergence_factor", factor,
-             "must be null (off) or a number > 1", "trainer.divergence_factor=10")
+    _require(
+        factor is None or (_is_number(factor) and factor > 1),
+        "trainer.divergence_factor",
+        factor,
+        "must be null (off) or a number > 1",
+        "trainer.divergence_factor=10",
+    )
     for key, value in cfg.scheduler.items():
         if str(key).endswith(("_fraction", "_factor", "_epochs")) or key == "gamma":
             upper = 1 if str(key).endswith("_fraction") else float("inf")
-            _require(_is_number(value) and 0 <= value <= upper, f"scheduler.{key}", value,
-                     "must be a fraction in [0, 1]" if upper == 1 else "must be a number >= 0", f"scheduler.{key}=0.1")
+            _require(
+                _is_number(value) and 0 <= value <= upper,
+                f"scheduler.{key}",
+                value,
+                "must be a fraction in [0, 1]" if upper == 1 else "must be a number >= 0",
+                f"scheduler.{key}=0.1",
+            )
     if cfg.trainer.time_budget is not None:
         parse_duration(cfg.trainer.time_budget)
     for key in ("histograms", "log_graph", "tta", "channels_last"):
@@ -106,24 +134,54 @@ def validate_train_config(cfg: DictConfig) -> None:
 def validate_eval_config(cfg: DictConfig) -> None:
     """`cnnlab eval`: the checkpoint exists and the split and flags are known."""
     if OmegaConf.is_missing(cfg, "ckpt"):
-        raise UserError("ckpt is required: pass ckpt=<run folder or .pt file> (for example cnnlab eval ckpt=outputs/runs/...)")
+        raise UserError(
+            "ckpt is required: pass ckpt=<run folder or .pt file> (for example cnnlab eval ckpt=outputs/runs/...)"
+        )
     find_checkpoint(cfg.ckpt)
     _require(cfg.split in EVAL_SPLITS, "split", cfg.split, f"must be one of {', '.join(EVAL_SPLITS)}", "split=val")
     _require(isinstance(cfg.tta, bool), "tta", cfg.tta, "must be true or false", "tta=true")
-    _require(cfg.batch_size is None or (_is_int(cfg.batch_size) and cfg.batch_size > 0), "batch_size",
-             cfg.batch_size, "must be null (the run's eval batch size) or a whole number > 0", "batch_size=512")
+    _require(
+        cfg.batch_size is None or (_is_int(cfg.batch_size) and cfg.batch_size > 0),
+        "batch_size",
+        cfg.batch_size,
+        "must be null (the run's eval batch size) or a whole number > 0",
+        "batch_size=512",
+    )
     _check_device(str(cfg.device))
     _require(isinstance(cfg.trust_code, bool), "trust_code", cfg.trust_code, "must be true or false", "trust_code=true")
+
+
+def validate_data_config(cfg: DictConfig) -> None:
+    """`cnnlab data`: the data set can be found and the sample count makes sense."""
+    check_dataset_root(cfg.dataset)
+    per_class = cfg.samples_per_class
+    _require(
+        _is_int(per_class) and per_class > 0,
+        "samples_per_class",
+        per_class,
+        "must be a whole number > 0",
+        "samples_per_class=8",
+    )
 
 
 def validate_bench_config(cfg: DictConfig) -> None:
     """`cnnlab bench`: the train config it measures, and a finite time box per measurement."""
     validate_train_config(cfg)
     seconds = cfg.bench.seconds
-    _require(_is_number(seconds) and 0 < seconds <= 600, "bench.seconds", seconds,
-             "must be a number of seconds in (0, 600]", "bench.seconds=3")
-    _require(isinstance(cfg.bench.compile, bool), "bench.compile", cfg.bench.compile, "must be true or false",
-             "bench.compile=false")
+    _require(
+        _is_number(seconds) and 0 < seconds <= 600,
+        "bench.seconds",
+        seconds,
+        "must be a number of seconds in (0, 600]",
+        "bench.seconds=3",
+    )
+    _require(
+        isinstance(cfg.bench.compile, bool),
+        "bench.compile",
+        cfg.bench.compile,
+        "must be true or false",
+        "bench.compile=false",
+    )
 
 
 VALIDATORS = {"train": validate_train_config, "eval": validate_eval_config, "bench": validate_bench_config}

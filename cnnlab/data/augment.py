@@ -27,8 +27,13 @@ class BatchAugment:
     """Random crop, horizontal flip and optional RandAugment, each switchable from the dataset config."""
 
     def __init__(
-        self, crop_padding: int = 4, flip: bool = True, randaugment: bool = False, randaugment_ops: int = 2,
-        randaugment_magnitude: int = 9, randaugment_group: int = 32,
+        self,
+        crop_padding: int = 4,
+        flip: bool = True,
+        randaugment: bool = False,
+        randaugment_ops: int = 2,
+        randaugment_magnitude: int = 9,
+        randaugment_group: int = 32,
     ) -> None:
         self.crop_padding = crop_padding
         self.flip = flip

@@ -52,7 +52,9 @@ def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor
     return mean.float(), std.float()
 
 
-def build_data(cfg: DictConfig, batch_size: int, eval_batch_size: int, device: torch.device, seed: int, channels_last: bool) -> DataBundle:
+def build_data(
+    cfg: DictConfig, batch_size: int, eval_batch_size: int, device: torch.device, seed: int, channels_last: bool
+) -> DataBundle:
     source: SourceData = instantiate(cfg.source)
     train, val = split_holdout(source.train, cfg.val_size, cfg.split_seed)
     mean, std = channel_stats(train.images)
@@ -60,7 +62,9 @@ def build_data(cfg: DictConfig, batch_size: int, eval_batch_size: int, device: t
     augment = BatchAugment(**cfg.augment)
     test = source.test.to(device) if source.test is not None else None
     return DataBundle(
-        train=BatchLoader(train.to(device), batch_size, shuffle=True, drop_last=True, augment=augment, seed=seed, **common),
+        train=BatchLoader(
+            train.to(device), batch_size, shuffle=True, drop_last=True, augment=augment, seed=seed, **common
+        ),
         val=BatchLoader(val.to(device), eval_batch_size, shuffle=False, drop_last=False, **common),
         test=BatchLoader(test, eval_batch_size, shuffle=False, drop_last=False, **common) if test is not None else None,
         classes=source.classes,

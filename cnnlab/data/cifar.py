@@ -78,7 +78,9 @@ def _unpack(archive: Path, root: Path) -> None:
         members = tar.getmembers()
         for member in members:
             if not (member.isfile() or member.isdir()) or not (base / member.name).resolve().is_relative_to(base):
-                raise RuntimeError(f"{archive} holds {member.name!r}, which is not a plain file inside {root}; not unpacking it")
+                raise RuntimeError(
+                    f"{archive} holds {member.name!r}, which is not a plain file inside {root}; not unpacking it"
+                )
         tar.extractall(base, members=members)
 
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from cnnlab.checkpoints.atomic import atomic_torch_save
+from cnnlab.atomic import atomic_torch_save
 from cnnlab.data.types import ImageSet, SourceData
 from cnnlab.errors import UserError
 
@@ -63,8 +63,14 @@ def _decode(path: Path, channels: int, max_pixels: int) -> torch.Tensor | None:
         with Image.open(path) as image:
             width, height = image.size
             if width * height > max_pixels:
-                log.warning("imagefolder: skipping %s (%dx%d pixels is over dataset.source.max_pixels=%d, a guard "
-                            "against decompression bombs; raise it if the image is genuine)", path, width, height, max_pixels)
+                log.warning(
+                    "imagefolder: skipping %s (%dx%d pixels is over dataset.source.max_pixels=%d, a guard "
+                    "against decompression bombs; raise it if the image is genuine)",
+                    path,
+                    width,
+                    height,
+                    max_pixels,
+                )
                 return None
             pixels = np.asarray(image.convert("RGB" if channels == 3 else "L"))
     except Image.DecompressionBombError as e:
@@ -98,7 +104,10 @@ def _decode_all(files: list[tuple[Path, int]], image_size: int | None, channels:
 
 
 def load_image_folder(
-    root: str, image_size: int | None = None, channels: int = 3, cache_dir: str | None = None,
+    root: str,
+    image_size: int | None = None,
+    channels: int = 3,
+    cache_dir: str | None = None,
     max_pixels: int = 64_000_000,
 ) -> SourceData:
     """Decode (or load from cache) the train and optional test split of an image folder."""
@@ -106,7 +115,9 @@ def load_image_folder(
     if not base.is_dir():
         raise UserError(f"imagefolder: dataset.root={root} is not a folder; point it at your images")
     if not isinstance(max_pixels, int) or max_pixels < 1:
-        raise UserError(f"dataset.source.max_pixels={max_pixels} is invalid: use a whole number of pixels such as 64000000")
+        raise UserError(
+            f"dataset.source.max_pixels={max_pixels} is invalid: use a whole number of pixels such as 64000000"
+        )
     if channels not in (1, 3):
         raise UserError(f"dataset.source.channels={channels} is invalid: use 1 (grayscale) or 3 (RGB)")
     train_dir = base / "train" if (base / "train").is_dir() else base

@@ -16,8 +16,17 @@ class BatchLoader:
     """
 
     def __init__(
-        self, data: ImageSet, batch_size: int, mean: torch.Tensor, std: torch.Tensor, *, shuffle: bool,
-        drop_last: bool, augment: Augment | None = None, channels_last: bool = False, seed: int = 0,
+        self,
+        data: ImageSet,
+        batch_size: int,
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        *,
+        shuffle: bool,
+        drop_last: bool,
+        augment: Augment | None = None,
+        channels_last: bool = False,
+        seed: int = 0,
     ) -> None:
         self.data = data
         self.batch_size = batch_size
@@ -54,14 +63,18 @@ class BatchLoader:
 
 
 class Batches:
-    """One pass over a BatchLoader: shuffled order from (seed, epoch), then augmentation draws from the same generator."""
+    """One pass over a BatchLoader: shuffled order from (seed, epoch), then augmentation from that generator."""
 
     def __init__(self, loader: BatchLoader, start_step: int, generator_state: torch.Tensor | None) -> None:
         self.loader = loader
         self.generator = loader._generator()
         n = len(loader.data)
         device = loader.device
-        self.order = torch.randperm(n, generator=self.generator, device=device) if loader.shuffle else torch.arange(n, device=device)
+        self.order = (
+            torch.randperm(n, generator=self.generator, device=device)
+            if loader.shuffle
+            else torch.arange(n, device=device)
+        )
         if generator_state is not None:
             self.generator.set_state(generator_state)
         self.start_step = start_step

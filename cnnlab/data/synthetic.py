@@ -57,8 +57,13 @@ def _generate(count: int, size: int, channels: int, num_classes: int, noise: flo
 
 
 def make_synthetic(
-    train_size: int, test_size: int, image_size: int = 32, channels: int = 3, num_classes: int = 10,
-    noise: float = 0.35, seed: int = 1234,
+    train_size: int,
+    test_size: int,
+    image_size: int = 32,
+    channels: int = 3,
+    num_classes: int = 10,
+    noise: float = 0.35,
+    seed: int = 1234,
 ) -> SourceData:
     """Generate the train pool and test split; the same arguments always give the same tensors."""
     gen = torch.Generator().manual_seed(seed)

@@ -12,7 +12,11 @@ class MLP(nn.Module):
     """Flattened pixels through ReLU hidden layers to a linear head."""
 
     def __init__(
-        self, in_channels: int, num_classes: int, image_size: Sequence[int], hidden: Sequence[int] = (512, 256),
+        self,
+        in_channels: int,
+        num_classes: int,
+        image_size: Sequence[int],
+        hidden: Sequence[int] = (512, 256),
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
@@ -32,8 +36,13 @@ class SimpleCNN(nn.Module):
     """Two conv -> ReLU -> 2x2 max-pool stages, then a linear head over the flattened maps."""
 
     def __init__(
-        self, in_channels: int, num_classes: int, image_size: Sequence[int], channels: Sequence[int] = (32, 64),
-        kernel_size: int = 3, dropout: float = 0.0,
+        self,
+        in_channels: int,
+        num_classes: int,
+        image_size: Sequence[int],
+        channels: Sequence[int] = (32, 64),
+        kernel_size: int = 3,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if len(channels) != 2:
@@ -42,8 +51,12 @@ class SimpleCNN(nn.Module):
             raise UserError(f"model.kernel_size={kernel_size} is invalid: use an odd number such as 3 or 5")
         c1, c2 = channels
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, c1, kernel_size, padding=kernel_size // 2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            nn.Conv2d(c1, c2, kernel_size, padding=kernel_size // 2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(in_channels, c1, kernel_size, padding=kernel_size // 2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(c1, c2, kernel_size, padding=kernel_size // 2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
         )
         height, width = image_size[0] // 4, image_size[1] // 4
         if height < 1 or width < 1:

@@ -17,7 +17,12 @@ class ConvBNAct(nn.Sequential):
     """Convolution without bias (BatchNorm supplies it), BatchNorm, then an optional activation."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, groups: int = 1,
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        groups: int = 1,
         act: Callable[[], nn.Module] | None = None,
     ) -> None:
         super().__init__(
@@ -46,7 +51,12 @@ class DepthwiseSeparable(nn.Module):
     """Depthwise kxk conv, BN, act, optional squeeze-excite, pointwise 1x1 conv, BN; residual when shapes match."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, stride: int, kernel_size: int, act: Callable[[], nn.Module],
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int,
+        kernel_size: int,
+        act: Callable[[], nn.Module],
         se_ratio: float = 0.0,
     ) -> None:
         super().__init__()
@@ -64,7 +74,12 @@ class ConvBlock(nn.Module):
     """Dense kxk conv, BN, act; residual when shapes match. Cheaper in wall time than depthwise at high resolution."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, stride: int, kernel_size: int, act: Callable[[], nn.Module],
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int,
+        kernel_size: int,
+        act: Callable[[], nn.Module],
         se_ratio: float = 0.0,
     ) -> None:
         super().__init__()

@@ -8,7 +8,6 @@ from torch import nn
 from cnnlab.errors import UserError
 from cnnlab.models.blocks import ACTIVATIONS, BLOCKS, ConvBNAct
 
-
 # How stage i>0 halves the resolution: its first block strides by 2, or runs at full resolution and is
 # followed by a 2x2 max-pool (4x that block's MACs, and more accuracy per epoch)
 DOWNSAMPLING = ("stride", "maxpool")
@@ -18,10 +17,19 @@ class EfficientCNN(nn.Module):
     """Stages described by parallel lists (widths, depths, blocks); stage i>0 opens by halving the resolution."""
 
     def __init__(
-        self, in_channels: int, num_classes: int, image_size: Sequence[int], stem_channels: int = 32,
-        widths: Sequence[int] = (32, 64, 128, 256), depths: Sequence[int] = (1, 2, 2, 2),
-        blocks: Sequence[str] = ("ds", "ds", "ds", "ds"), kernel_size: int = 3, se_ratio: float | Sequence[float] = 0.25,
-        activation: str = "silu", dropout: float = 0.0, downsample: str = "stride",
+        self,
+        in_channels: int,
+        num_classes: int,
+        image_size: Sequence[int],
+        stem_channels: int = 32,
+        widths: Sequence[int] = (32, 64, 128, 256),
+        depths: Sequence[int] = (1, 2, 2, 2),
+        blocks: Sequence[str] = ("ds", "ds", "ds", "ds"),
+        kernel_size: int = 3,
+        se_ratio: float | Sequence[float] = 0.25,
+        activation: str = "silu",
+        dropout: float = 0.0,
+        downsample: str = "stride",
     ) -> None:
         super().__init__()
         if downsample not in DOWNSAMPLING:
@@ -42,7 +50,9 @@ class EfficientCNN(nn.Module):
                     layers.append(nn.MaxPool2d(2))
                 channels = width
         self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(channels, num_classes))
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(channels, num_classes)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -50,20 +60,30 @@ class EfficientCNN(nn.Module):
 
 def _per_stage(se_ratio: float | Sequence[float], stages: int) -> list[float]:
     """One squeeze-excitation ratio per stage: SE pays off on small maps and costs most on large ones."""
+
     def is_number(value: object) -> bool:
         return isinstance(value, int | float) and not isinstance(value, bool)
 
     if is_number(se_ratio):
         return [float(se_ratio)] * stages
     if isinstance(se_ratio, str | bytes) or not isinstance(se_ratio, Sequence) or not all(map(is_number, se_ratio)):
-        raise UserError(f"model.se_ratio={se_ratio!r} is invalid: give one number such as 0.25, or one number per stage such as [0,0,0,0.25]")
+        raise UserError(
+            f"model.se_ratio={se_ratio!r} is invalid: give one number such as 0.25, "
+            "or one number per stage such as [0,0,0,0.25]"
+        )
     if len(se_ratio) != stages:
-        raise UserError(f"model.se_ratio has {len(se_ratio)} entries for {stages} stages; give one number, or one per stage")
+        raise UserError(
+            f"model.se_ratio has {len(se_ratio)} entries for {stages} stages; give one number, or one per stage"
+        )
     return [float(r) for r in se_ratio]
 
 
 def _check_stages(
-    widths: Sequence[int], depths: Sequence[int], blocks: Sequence[str], kernel_size: int, se_ratios: Sequence[float],
+    widths: Sequence[int],
+    depths: Sequence[int],
+    blocks: Sequence[str],
+    kernel_size: int,
+    se_ratios: Sequence[float],
     image_size: Sequence[int],
 ) -> None:
     if not (len(widths) == len(depths) == len(blocks)) or not widths:

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from cnnlab.training.device import synchronize
+from cnnlab.device import synchronize
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -16,7 +16,8 @@ from typing import Any
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
-from cnnlab.checkpoints.atomic import atomic_bytes_write
+from cnnlab.atomic import atomic_bytes_write
+from cnnlab.run_folder import RunStatus
 from cnnlab.sweeps.results import SweepResults, TrialRow, best_command, load_sweep
 
 log = logging.getLogger("cnnlab")
@@ -41,8 +42,12 @@ def _as(distribution: BaseDistribution, value: str) -> Any:
 
 def rebuild_study(results: SweepResults) -> optuna.Study:
     """An in-memory Optuna study holding the completed and pruned trials, for importances and plots."""
-    rows = sorted((r for r in results.rows if r.status in ("completed", "pruned")), key=lambda r: r.number)
-    observed: dict[str, set] = {key: {_number(r.params[key]) for r in rows if key in r.params} for key in results.searched}
+    rows = sorted(
+        (r for r in results.rows if r.status in (RunStatus.COMPLETED, RunStatus.PRUNED)), key=lambda r: r.number
+    )
+    observed: dict[str, set] = {
+        key: {_number(r.params[key]) for r in rows if key in r.params} for key in results.searched
+    }
     distributions = {}
     for key, values in observed.items():
         searched = results.space.get(key)
@@ -50,22 +55,30 @@ def rebuild_study(results: SweepResults) -> optuna.Study:
             distributions[key] = searched  # keeps the log scale, which the importances depend on
         elif len(values) >= 2:
             numeric = all(isinstance(v, int | float) for v in values)
-            distributions[key] = (FloatDistribution(min(values), max(values)) if numeric
-                                  else CategoricalDistribution(sorted(values, key=str)))
+            distributions[key] = (
+                FloatDistribution(min(values), max(values))
+                if numeric
+                else CategoricalDistribution(sorted(values, key=str))
+            )
     study = optuna.create_study(directions=list(results.objectives.values()))
     for row in rows:
         params = {k: _as(d, row.params[k]) for k, d in distributions.items() if k in row.params}
         dists = {k: distributions[k] for k in params}
-        if row.status == "completed":
+        if row.status == RunStatus.COMPLETED:
             values = [row.value(m) for m in results.objectives]
             if None in values:
                 continue
             study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, values=values))
         elif len(results.objectives) == 1:
             history = {h["epoch"]: h[results.report_metric] for h in row.metrics.get("history", [])}
-            study.add_trial(optuna.trial.create_trial(
-                params=params, distributions=dists, state=optuna.trial.TrialState.PRUNED, intermediate_values=history,
-            ))
+            study.add_trial(
+                optuna.trial.create_trial(
+                    params=params,
+                    distributions=dists,
+                    state=optuna.trial.TrialState.PRUNED,
+                    intermediate_values=history,
+                )
+            )
     return study
 
 
@@ -104,10 +117,16 @@ def table_rows(results: SweepResults, short: bool = True) -> tuple[list[str], li
         header.append("pareto")
     cells = []
     for rank, row in enumerate(results.rows, start=1):
-        status = row.status + (f" @{row.metrics['pruned_at_epoch']}" if row.status == "pruned" else "")
-        line = [str(rank), str(row.number), status, *(_cell(row, m) for m in results.objectives),
-                *(shown(row.params.get(k, "")) for k in results.searched), str(row.metrics.get("epochs_completed", "")),
-                f"{row.metrics.get('train_time_s', 0.0):.1f}"]
+        status = row.status.value + (f" @{row.metrics['pruned_at_epoch']}" if row.status == RunStatus.PRUNED else "")
+        line = [
+            str(rank),
+            str(row.number),
+            status,
+            *(_cell(row, m) for m in results.objectives),
+            *(shown(row.params.get(k, "")) for k in results.searched),
+            str(row.metrics.get("epochs_completed", "")),
+            f"{row.metrics.get('train_time_s', 0.0):.1f}",
+        ]
         if pareto:
             line.append("*" if row.number in pareto else "")
         cells.append(line)
@@ -140,14 +159,28 @@ def print_table(results: SweepResults, limit: int = 20) -> None:
 
 def _markdown(results: SweepResults, importance: dict[str, float], plots: list[str]) -> str:
     header, cells = table_rows(results)
-    lines = [f"# Sweep report: {results.sweep_dir.name}", "",
-             f"- sampler: {results.sampler}", f"- trials: {len(results.rows)} "
-             f"({', '.join(f'{s}: {n}' for s, n in Counter(r.status for r in results.rows).items())})",
-             "- objectives: " + ", ".join(f"{m} ({d})" for m, d in results.objectives.items()), ""]
+    lines = [
+        f"# Sweep report: {results.sweep_dir.name}",
+        "",
+        f"- sampler: {results.sampler}",
+        f"- trials: {len(results.rows)} "
+        f"({', '.join(f'{s}: {n}' for s, n in Counter(r.status for r in results.rows).items())})",
+        "- objectives: " + ", ".join(f"{m} ({d})" for m, d in results.objectives.items()),
+        "",
+    ]
     if results.best is not None:
-        lines += ["## Best configuration", "", f"trial {results.best.number} ({results.best.run_dir.name}/):", "",
-                  "```", best_command(results.best), "```", "",
-                  f"or: `cnnlab train from_sweep={results.sweep_dir}`", ""]
+        lines += [
+            "## Best configuration",
+            "",
+            f"trial {results.best.number} ({results.best.run_dir.name}/):",
+            "",
+            "```",
+            best_command(results.best),
+            "```",
+            "",
+            f"or: `cnnlab train from_sweep={results.sweep_dir}`",
+            "",
+        ]
     lines += ["## Trials", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in line) + " |" for line in cells]
     if importance:
@@ -155,8 +188,13 @@ def _markdown(results: SweepResults, importance: dict[str, float], plots: list[s
         lines += [f"| {k} | {v:.3f} |" for k, v in importance.items()]
     if len(results.objectives) > 1:
         front = sorted(results.pareto_front(), key=lambda r: r.value(next(iter(results.objectives))) or 0)
-        lines += ["", "## Pareto front", "", "| trial | " + " | ".join(results.objectives) + " |",
-                  "|---|" + "---|" * len(results.objectives)]
+        lines += [
+            "",
+            "## Pareto front",
+            "",
+            "| trial | " + " | ".join(results.objectives) + " |",
+            "|---|" + "---|" * len(results.objectives),
+        ]
         lines += [f"| {r.number} | " + " | ".join(_cell(r, m) for m in results.objectives) + " |" for r in front]
     if plots:
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
@@ -189,9 +227,13 @@ def save_plots(results: SweepResults, study: optuna.Study, importance: dict[str,
     target = None if single else (lambda t: t.values[0])
     wanted = [("objective_history.png", lambda: vis.plot_optimization_history(study, target=target, target_name=first))]
     if importance:
-        wanted.append(("param_importances.png", lambda: vis.plot_param_importances(study, target=target, target_name=first)))
+        wanted.append(
+            ("param_importances.png", lambda: vis.plot_param_importances(study, target=target, target_name=first))
+        )
     if len(complete) >= 2 and complete[0].distributions:
-        wanted.append(("parallel_coordinates.png", lambda: vis.plot_parallel_coordinate(study, target=target, target_name=first)))
+        wanted.append(
+            ("parallel_coordinates.png", lambda: vis.plot_parallel_coordinate(study, target=target, target_name=first))
+        )
     if not single:
         wanted.append(("pareto_front.png", lambda: vis.plot_pareto_front(study, target_names=list(results.objectives))))
     saved = []

@@ -13,11 +13,18 @@ from typing import Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from cnnlab.config.resume_args import SWEEP_ONLY, override_key, saved_overrides
 from cnnlab.errors import UserError
-from cnnlab.folder_lock import SWEEP_LOCK, is_locked
+from cnnlab.folder_lock import is_locked
+from cnnlab.run_folder import (
+    SWEEP_LOCK,
+    SWEEP_ONLY,
+    RunStatus,
+    has_saved_overrides,
+    override_key,
+    read_metrics,
+    saved_overrides,
+)
 from cnnlab.sweeps.space import parse_search_space
-from cnnlab.sweeps.study import read_metrics
 from cnnlab.sweeps.trial import SWEEPER_TARGET
 
 DEFAULT_OBJECTIVES = {"best_val_acc": "maximize"}
@@ -27,9 +34,9 @@ DEFAULT_OBJECTIVES = {"best_val_acc": "maximize"}
 class TrialRow:
     number: int
     run_dir: Path
-    status: str                      # completed, pruned, diverged, failed, interrupted, running
-    params: dict[str, str]           # swept key -> value as written in the trial's overrides
-    overrides: list[str]             # every override the trial ran with
+    status: RunStatus
+    params: dict[str, str]  # swept key -> value as written in the trial's overrides
+    overrides: list[str]  # every override the trial ran with
     metrics: dict[str, Any] = field(default_factory=dict)
 
     def value(self, metric: str) -> float | None:
@@ -42,19 +49,23 @@ class TrialRow:
 class SweepResults:
     sweep_dir: Path
     objectives: dict[str, str]
-    searched: list[str]              # the swept keys, in command-line order
-    sampler: str                     # "grid" or the Optuna sampler's class name
-    rows: list[TrialRow]             # ranked: completed by the first objective, then pruned, then the rest
+    searched: list[str]  # the swept keys, in command-line order
+    sampler: str  # "grid" or the Optuna sampler's class name
+    rows: list[TrialRow]  # ranked: completed by the first objective, then pruned, then the rest
     space: dict[str, Any] = field(default_factory=dict)  # Optuna distributions of an Optuna sweep's space
-    report_metric: str = "val/acc"   # what trials reported to the pruner each epoch
+    report_metric: str = "val/acc"  # what trials reported to the pruner each epoch
 
     @property
     def best(self) -> TrialRow | None:
-        return self.rows[0] if self.rows and self.rows[0].status == "completed" else None
+        return self.rows[0] if self.rows and self.rows[0].status == RunStatus.COMPLETED else None
 
     def pareto_front(self) -> list[TrialRow]:
         """Completed trials no other completed trial beats on every objective (multi-objective sweeps)."""
-        done = [r for r in self.rows if r.status == "completed" and all(r.value(m) is not None for m in self.objectives)]
+        done = [
+            r
+            for r in self.rows
+            if r.status == RunStatus.COMPLETED and all(r.value(m) is not None for m in self.objectives)
+        ]
 
         def signed(row: TrialRow) -> list[float]:
             return [row.value(m) * (1 if d == "maximize" else -1) for m, d in self.objectives.items()]
@@ -77,22 +88,26 @@ def _swept_keys(task: list[str], params: dict[str, str]) -> list[str]:
 
 
 def _read_row(job_dir: Path, searched: list[str], sweep_running: bool) -> TrialRow | None:
-    if not job_dir.name.isdigit() or not (job_dir / ".hydra" / "overrides.yaml").is_file():
+    if not job_dir.name.isdigit() or not has_saved_overrides(job_dir):
         return None
     overrides = [o for o in saved_overrides(job_dir) if override_key(o) not in SWEEP_ONLY]
     pairs = {override_key(o): o.partition("=")[2] for o in overrides}
     metrics = read_metrics(job_dir) or {}
-    status = str(metrics.get("status", "running" if sweep_running else "failed"))
-    if status == "running" and not sweep_running:
-        status = "interrupted"  # its sweep died with it; a resumed sweep retries it under a new number
+    status = RunStatus.of(metrics, RunStatus.RUNNING if sweep_running else RunStatus.FAILED)
+    if status == RunStatus.RUNNING and not sweep_running:
+        status = RunStatus.INTERRUPTED  # its sweep died with it; a resumed sweep retries it under a new number
     return TrialRow(
-        number=int(job_dir.name), run_dir=job_dir, status=status,
-        params={k: pairs[k] for k in searched if k in pairs}, overrides=overrides, metrics=metrics,
+        number=int(job_dir.name),
+        run_dir=job_dir,
+        status=status,
+        params={k: pairs[k] for k in searched if k in pairs},
+        overrides=overrides,
+        metrics=metrics,
     )
 
 
 def _rank_key(row: TrialRow, metric: str, direction: str) -> tuple[int, float, int]:
-    order = {"completed": 0, "pruned": 1}.get(row.status, 2)
+    order = {RunStatus.COMPLETED: 0, RunStatus.PRUNED: 1}.get(row.status, 2)
     value = row.value(metric)
     score = (value if direction == "maximize" else -value) if value is not None else -math.inf
     return order, -score, row.number
@@ -107,15 +122,22 @@ def load_sweep(sweep_dir: Path) -> SweepResults:
         raise UserError(f"{sweep_dir} is not a sweep folder ({hint}); sweeps are under outputs/sweeps/<date>/<time>")
     multirun = OmegaConf.load(multirun_file)
     ours = OmegaConf.select(multirun, "hydra.sweeper._target_", default=None) == SWEEPER_TARGET
-    objectives = (dict(zip(multirun.hydra.sweeper.objectives, multirun.hydra.sweeper.directions)) if ours
-                  else dict(DEFAULT_OBJECTIVES))
+    objectives = (
+        dict(zip(multirun.hydra.sweeper.objectives, multirun.hydra.sweeper.directions))
+        if ours
+        else dict(DEFAULT_OBJECTIVES)
+    )
     sampler = str(OmegaConf.select(multirun, "hydra.sweeper.sampler._target_")).rsplit(".", 1)[-1] if ours else "grid"
     task = [str(o) for o in OmegaConf.select(multirun, "hydra.overrides.task", default=[]) or []]
-    params = {str(k): str(v) for k, v in (OmegaConf.select(multirun, "hydra.sweeper.params", default=None) or {}).items()}
+    params = {
+        str(k): str(v) for k, v in (OmegaConf.select(multirun, "hydra.sweeper.params", default=None) or {}).items()
+    }
     searched = _swept_keys(task, params)
     space = parse_search_space(task, params).distributions if ours else {}
     running = is_locked(sweep_dir, SWEEP_LOCK)
-    rows = [row for job in sweep_dir.iterdir() if job.is_dir() and (row := _read_row(job, searched, running)) is not None]
+    rows = [
+        row for job in sweep_dir.iterdir() if job.is_dir() and (row := _read_row(job, searched, running)) is not None
+    ]
     metric, direction = next(iter(objectives.items()))
     rows.sort(key=lambda r: _rank_key(r, metric, direction))
     report_metric = str(OmegaConf.select(multirun, "hydra.sweeper.report_metric", default="val/acc"))
@@ -125,7 +147,7 @@ def load_sweep(sweep_dir: Path) -> SweepResults:
 def best_trial_dir(target: str) -> Path:
     """`from_sweep=`: a sweep folder (its best trial) or one trial's folder inside it."""
     path = Path(target).expanduser()
-    if path.name.isdigit() and (path / ".hydra" / "overrides.yaml").is_file():
+    if path.name.isdigit() and has_saved_overrides(path):
         return path
     best = load_sweep(path).best
     if best is None:

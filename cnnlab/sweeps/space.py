@@ -17,8 +17,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
-from cnnlab.config.resume_args import override_key
 from cnnlab.errors import UserError
+from cnnlab.run_folder import override_key
 
 _PLAIN = re.compile(r"^[A-Za-z_][\w\-./]*$")
 

@@ -5,7 +5,6 @@ folder by default), so trials can report epochs and be pruned from any launcher'
 sweep started again on the same folder continues where it stopped.
 """
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -17,6 +16,8 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from cnnlab.errors import UserError
+from cnnlab.run_folder import RunStatus
+from cnnlab.sweeps.optuna_internals import live_trial
 
 JOURNAL_FILE = "study.journal"
 DIRECTIONS = ("maximize", "minimize")
@@ -47,11 +48,14 @@ def check_objectives(metrics: Sequence[str], directions: Sequence[str]) -> dict[
     if len(directions) != len(metrics) or len(set(metrics)) != len(metrics):
         raise UserError(
             f"hydra.sweeper.objectives={metrics} needs one hydra.sweeper.directions entry per objective, "
-            f"each objective once (got directions={directions}); for example 'hydra.sweeper.directions=[maximize,minimize]'"
+            f"each objective once (got directions={directions}); "
+            "for example 'hydra.sweeper.directions=[maximize,minimize]'"
         )
     for metric, direction in zip(metrics, directions):
         if direction not in DIRECTIONS:
-            raise UserError(f"hydra.sweeper.directions: {direction!r} (for {metric}) is invalid: use maximize or minimize")
+            raise UserError(
+                f"hydra.sweeper.directions: {direction!r} (for {metric}) is invalid: use maximize or minimize"
+            )
     return dict(zip(metrics, directions))
 
 
@@ -62,21 +66,11 @@ def counts_toward_budget(trial: FrozenTrial) -> bool:
 
 def requeue(study: optuna.Study, frozen: FrozenTrial) -> None:
     """A trial cut off by a dead or stopped sweep: mark it interrupted and queue its parameters again."""
-    trial = optuna.trial.Trial(study, frozen._trial_id)
+    trial = live_trial(study, frozen.number)
     trial.set_user_attr("interrupted", True)
-    trial.set_user_attr("status", "interrupted")
+    trial.set_user_attr("status", RunStatus.INTERRUPTED.value)
     study.tell(frozen.number, state=TrialState.FAIL)
     study.enqueue_trial(frozen.params, user_attrs={"retry_of": frozen.number})
-
-
-FINAL_STATUSES = ("completed", "pruned", "diverged", "failed")  # a run's metrics.json status once it has ended
-
-
-def read_metrics(run_dir: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((run_dir / "metrics.json").read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def objective_values(metrics: Mapping[str, Any], objectives: Mapping[str, str]) -> list[float] | str:

@@ -19,13 +19,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import Trial, TrialState
 
-from cnnlab.config.resume_args import SWEEP_ONLY, override_key
 from cnnlab.errors import UserError, find_user_error
-from cnnlab.folder_lock import SWEEP_LOCK, exclusive
+from cnnlab.folder_lock import exclusive
+from cnnlab.run_folder import SWEEP_LOCK, SWEEP_ONLY, RunStatus, override_key, read_metrics
+from cnnlab.sweeps.optuna_internals import job_error, live_trial
 from cnnlab.sweeps.space import SearchSpace, parse_search_space
-from cnnlab.sweeps.study import (
-    FINAL_STATUSES, check_objectives, counts_toward_budget, objective_values, open_storage, read_metrics, requeue,
-)
+from cnnlab.sweeps.study import check_objectives, counts_toward_budget, objective_values, open_storage, requeue
 from cnnlab.sweeps.trial import prunes
 
 log = logging.getLogger("cnnlab")
@@ -62,10 +61,12 @@ def _first_value(distribution: optuna.distributions.BaseDistribution) -> Any:
     return distribution.low
 
 
-def _failure(ret: JobReturn) -> str:
+def _failure(ret: JobReturn) -> str | None:
     """A failed job's reason in one line: the user error's message, or the crash's type and first line."""
-    error = ret._return_value
-    user_error = find_user_error(error) if isinstance(error, BaseException) else None
+    if ret.status != JobStatus.FAILED:
+        return None
+    error = job_error(ret)
+    user_error = find_user_error(error)
     text = str(user_error if user_error is not None else error).strip().splitlines()
     reason = text[0] if text else type(error).__name__
     return reason if user_error is not None else f"{type(error).__name__}: {reason}"
@@ -78,8 +79,17 @@ class OptunaSweep:
     """
 
     def __init__(
-        self, sampler: DictConfig, objectives: Sequence[str], directions: Sequence[str], n_trials: int, n_jobs: int,
-        seed: int, storage: str | None, study_name: str, report_metric: str, params: DictConfig | None = None,
+        self,
+        sampler: DictConfig,
+        objectives: Sequence[str],
+        directions: Sequence[str],
+        n_trials: int,
+        n_jobs: int,
+        seed: int,
+        storage: str | None,
+        study_name: str,
+        report_metric: str,
+        params: DictConfig | None = None,
     ) -> None:
         self.sampler_cfg = sampler
         self.objectives = check_objectives(objectives, directions)
@@ -105,7 +115,11 @@ class OptunaSweep:
         self._check_pruning()
         self._check_composes(space)
         sweep_dir = Path(self.config.hydra.sweep.dir)
-        with exclusive(sweep_dir, SWEEP_LOCK, f"another sweep is running in {sweep_dir}; wait for it or use another hydra.sweep.dir"):
+        with exclusive(
+            sweep_dir,
+            SWEEP_LOCK,
+            f"another sweep is running in {sweep_dir}; wait for it or use another hydra.sweep.dir",
+        ):
             study = self._open_study(sweep_dir, space)
             OmegaConf.save(self.config, sweep_dir / "multirun.yaml")  # only once the study is known to match
             return self._run(study, space, sweep_dir)
@@ -117,7 +131,10 @@ class OptunaSweep:
             raise UserError("pruning needs a single objective: use pruner=none with several hydra.sweeper.objectives")
         direction = EPOCH_METRICS.get(self.report_metric)
         if direction is None:
-            raise UserError(f"hydra.sweeper.report_metric={self.report_metric!r} is unknown; choose one of {', '.join(EPOCH_METRICS)}")
+            raise UserError(
+                f"hydra.sweeper.report_metric={self.report_metric!r} is unknown; "
+                f"choose one of {', '.join(EPOCH_METRICS)}"
+            )
         metric, wanted = next(iter(self.objectives.items()))
         if direction != wanted:
             raise UserError(
@@ -134,7 +151,9 @@ class OptunaSweep:
     def _open_study(self, sweep_dir: Path, space: SearchSpace) -> optuna.Study:
         storage = open_storage(self.storage, sweep_dir)
         directions = list(self.objectives.values())
-        study = optuna.create_study(storage=storage, study_name=self.study_name, directions=directions, load_if_exists=True)
+        study = optuna.create_study(
+            storage=storage, study_name=self.study_name, directions=directions, load_if_exists=True
+        )
         recorded = {
             "space": space.describe(),
             "objectives": [[metric, direction] for metric, direction in self.objectives.items()],  # order matters
@@ -159,8 +178,13 @@ class OptunaSweep:
             raise UserError(f"{sweep_dir} already holds run folders of another study: give a new hydra.sweep.dir")
         done = sum(counts_toward_budget(t) for t in study.trials)
         if done or retried:
-            log.info("continuing the sweep in %s: %d of %d trials done%s", sweep_dir, done, self.n_trials,
-                     f", retrying interrupted trials {retried}" if retried else "")
+            log.info(
+                "continuing the sweep in %s: %d of %d trials done%s",
+                sweep_dir,
+                done,
+                self.n_trials,
+                f", retrying interrupted trials {retried}" if retried else "",
+            )
         return study
 
     def _recover(self, study: optuna.Study, sweep_dir: Path) -> list[int]:
@@ -168,8 +192,8 @@ class OptunaSweep:
         retried = []
         for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             run_dir = sweep_dir / str(frozen.number)
-            if (read_metrics(run_dir) or {}).get("status") in FINAL_STATUSES:
-                self._record(study, optuna.trial.Trial(study, frozen._trial_id), run_dir, failure=None)
+            if RunStatus.of(read_metrics(run_dir), RunStatus.RUNNING).is_final:
+                self._record(study, live_trial(study, frozen.number), run_dir, failure=None)
             else:
                 requeue(study, frozen)
                 retried.append(frozen.number)
@@ -185,12 +209,11 @@ class OptunaSweep:
                 self._recover(study, sweep_dir)  # Ctrl-C or a launcher failure: unfinished trials run again next time
                 raise
             outcomes = [
-                self._record(study, trial, self._run_dir(ret, sweep_dir, trial),
-                             _failure(ret) if ret.status == JobStatus.FAILED else None)
+                self._record(study, trial, self._run_dir(ret, sweep_dir, trial), _failure(ret))
                 for trial, ret in zip(trials, results)
             ]
             returns.extend(results)
-            if "interrupted" in outcomes:  # Ctrl-C (or SIGTERM) reached a trial: stop the whole sweep
+            if RunStatus.INTERRUPTED in outcomes:  # Ctrl-C (or SIGTERM) reached a trial: stop the whole sweep
                 self._recover(study, sweep_dir)
                 raise SweepInterrupted("the sweep was interrupted; run the same command again to continue it")
             self._stop_if_misconfigured(study, results)
@@ -206,9 +229,11 @@ class OptunaSweep:
 
     @staticmethod
     def _run_dir(ret: JobReturn, sweep_dir: Path, trial: Trial) -> Path:
-        return Path(ret.hydra_cfg.hydra.runtime.output_dir) if ret.hydra_cfg is not None else sweep_dir / str(trial.number)
+        return (
+            Path(ret.hydra_cfg.hydra.runtime.output_dir) if ret.hydra_cfg is not None else sweep_dir / str(trial.number)
+        )
 
-    def _record(self, study: optuna.Study, trial: Trial, run_dir: Path, failure: str | None) -> str:
+    def _record(self, study: optuna.Study, trial: Trial, run_dir: Path, failure: str | None) -> RunStatus:
         """Tell the study how the trial ended; return its status (completed, pruned, failed, diverged, interrupted).
 
         `failure` is the job's error when it raised; the rest is read from the run's metrics.json.
@@ -218,22 +243,22 @@ class OptunaSweep:
         for key in ("train_time_s", "epochs_completed", "pruned_at_epoch", "macs", "latency_ms"):
             if metrics.get(key) is not None:  # for people who open the study itself (optuna-dashboard)
                 trial.set_user_attr(key, metrics[key])
-        status = str(metrics.get("status", "failed"))
-        if failure is not None and status not in ("interrupted", "diverged"):
+        status = RunStatus.of(metrics, RunStatus.FAILED)
+        if failure is not None and status not in (RunStatus.INTERRUPTED, RunStatus.DIVERGED):
             trial.set_user_attr("error", failure)
-            status = "failed"
-        values = objective_values(metrics, self.objectives) if status == "completed" else None
+            status = RunStatus.FAILED
+        values = objective_values(metrics, self.objectives) if status == RunStatus.COMPLETED else None
         if isinstance(values, str):
             trial.set_user_attr("error", values)
-            status = "failed"
-        trial.set_user_attr("status", status)
-        if status not in FINAL_STATUSES:
-            return "interrupted"  # the run never ended (Ctrl-C, SIGTERM): the caller requeues it
-        if status == "completed":
+            status = RunStatus.FAILED
+        trial.set_user_attr("status", status.value)
+        if not status.is_final:
+            return RunStatus.INTERRUPTED  # the run never ended (Ctrl-C, SIGTERM): the caller requeues it
+        if status == RunStatus.COMPLETED:
             study.tell(trial, values)
             shown = ", ".join(f"{m}={v:.4g}" for m, v in zip(self.objectives, values))
             log.info("trial %d: %s in %.1f s", trial.number, shown, metrics.get("train_time_s", math.nan))
-        elif status == "pruned":
+        elif status == RunStatus.PRUNED:
             study.tell(trial, state=TrialState.PRUNED)
             log.info("trial %d: pruned after epoch %s", trial.number, metrics.get("pruned_at_epoch"))
         else:
@@ -248,7 +273,7 @@ class OptunaSweep:
         A few failures are tolerated first, since a search space may hold some invalid points.
         """
         self.failures_at_start.extend(
-            find_user_error(ret._return_value) for ret in results if ret.status == JobStatus.FAILED
+            find_user_error(job_error(ret)) for ret in results if ret.status == JobStatus.FAILED
         )
         if any(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials):
             return

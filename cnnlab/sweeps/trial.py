@@ -25,6 +25,13 @@ def in_cnnlab_sweep() -> bool:
     return hydra.mode == RunMode.MULTIRUN and hydra.sweeper.get("_target_") == SWEEPER_TARGET
 
 
+def available_cores() -> int:
+    """Cores this process may use: its CPU affinity where the OS has one (Linux), else every core (macOS, Windows)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def launcher_threads() -> int | None:
     """CPU threads for one job of a parallel launcher, so trials running at once share the cores.
 
@@ -39,7 +46,7 @@ def launcher_threads() -> int | None:
         return int(cpus)
     n_jobs = hydra.launcher.get("n_jobs")
     if isinstance(n_jobs, int) and n_jobs != 0:
-        cores = len(os.sched_getaffinity(0))
+        cores = available_cores()
         in_parallel = cores if n_jobs < 0 else min(n_jobs, cores)  # joblib's -1: one job per core
         return max(1, cores // in_parallel)
     return None
@@ -57,13 +64,13 @@ def pruning_rule(cfg: DictConfig) -> "PruneRule | None":
     import optuna
     from hydra.utils import instantiate
 
+    from cnnlab.sweeps.optuna_internals import live_trial
     from cnnlab.sweeps.study import open_storage
 
     hydra = HydraConfig.get()
     storage = open_storage(hydra.sweeper.storage, Path(hydra.sweep.dir))
     study = optuna.load_study(study_name=hydra.sweeper.study_name, storage=storage, pruner=instantiate(cfg.pruner))
-    trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, hydra.job.num)
-    trial = optuna.trial.Trial(study, trial_id)
+    trial = live_trial(study, hydra.job.num)
     metric = str(hydra.sweeper.report_metric)
 
     def should_prune(epoch: int, metrics: dict[str, float]) -> bool:

@@ -10,7 +10,8 @@ from omegaconf import DictConfig
 
 import cnnlab.config.resolvers  # noqa: F401 - registers the resolvers the configs use
 from cnnlab.config.validate import validate_train_config
-from cnnlab.folder_lock import RUN_LOCK, busy_run, exclusive
+from cnnlab.folder_lock import busy_run, exclusive
+from cnnlab.run_folder import RUN_LOCK
 from cnnlab.tasks.common import run_task
 
 log = logging.getLogger("cnnlab")

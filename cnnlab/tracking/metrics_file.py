@@ -1,38 +1,53 @@
 """metrics.json in the run folder: the run's headline numbers and status, rewritten atomically as they change."""
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
-from cnnlab.checkpoints.atomic import atomic_json_dump
+from cnnlab.run_folder import RunStatus, write_metrics
 from cnnlab.tracking.tracker import Sink
 
 SUMMARY_KEYS = (
-    "status", "best_val_acc", "test_acc", "test_loss", "epochs_completed", "train_time_s", "stopped_by", "message",
-    "pruned_at_epoch", "latency_ms",
+    "status",
+    "best_val_acc",
+    "test_acc",
+    "test_loss",
+    "epochs_completed",
+    "train_time_s",
+    "stopped_by",
+    "message",
+    "pruned_at_epoch",
+    "latency_ms",
 )
 
 
 class MetricsFileSink(Sink):
-    """Keeps metrics.json current, so a crashed run still shows how far it got ("status": "running").
+    """Keeps metrics.json current, so a crashed run still shows how far it got (status RUNNING).
 
-    On resume it continues the file: history up to the checkpoint's epoch is kept, later entries
-    (written by the killed process after its last checkpoint) are dropped.
+    A resumed run continues the file from its checkpoint: `history` holds the epochs up to it (those a
+    killed process wrote after its last checkpoint are gone), `started_at` the run's first start.
     """
 
-    def __init__(self, path: Path, resume_epoch: int | None = None) -> None:
-        self.path = path
+    def __init__(
+        self,
+        run_dir: Path,
+        history: list[dict[str, Any]] | None = None,
+        started_at: float | None = None,
+        epochs_completed: int = 0,
+    ) -> None:
+        self.run_dir = run_dir
         self.metrics: dict[str, Any] = {
-            "status": "running", "best_val_acc": None, "test_acc": None, "epochs_completed": 0,
-            "train_time_s": 0.0, "params": None, "macs": None, "history": [],
+            "status": RunStatus.RUNNING,
+            "best_val_acc": None,
+            "test_acc": None,
+            "epochs_completed": epochs_completed,
+            "train_time_s": 0.0,
+            "params": None,
+            "macs": None,
+            "history": list(history or []),
         }
-        if resume_epoch is not None and path.is_file():
-            previous = json.loads(path.read_text())
-            history = [h for h in previous.get("history", []) if h["epoch"] <= resume_epoch]
-            self.metrics.update(history=history, epochs_completed=resume_epoch)
-            if "started_at" in previous:
-                self.metrics["started_at"] = previous["started_at"]
+        if started_at is not None:
+            self.metrics["started_at"] = started_at
 
     @property
     def history(self) -> list[dict[str, Any]]:
@@ -40,11 +55,16 @@ class MetricsFileSink(Sink):
         return self.metrics["history"]
 
     def _write(self) -> None:
-        atomic_json_dump(self.metrics, self.path)
+        write_metrics(self.run_dir, self.metrics)
 
     def run_started(self, info: dict[str, Any]) -> None:
-        self.metrics.update(status="running", params=info["params"], macs=info["macs"], device=info["device"],
-                            threads=info["threads"])
+        self.metrics.update(
+            status=RunStatus.RUNNING,
+            params=info["params"],
+            macs=info["macs"],
+            device=info["device"],
+            threads=info["threads"],
+        )
         self.metrics.setdefault("started_at", time.time())  # a resumed run keeps its first start
         self._write()
 
@@ -54,7 +74,8 @@ class MetricsFileSink(Sink):
         self.metrics["history"].append({"epoch": epoch, **metrics, "time/elapsed_s": elapsed})
         accs = [h["val/acc"] for h in self.metrics["history"]]
         self.metrics.update(
-            epochs_completed=epoch, best_val_acc=max(accs),
+            epochs_completed=epoch,
+            best_val_acc=max(accs),
             train_time_s=sum(h["time/epoch_s"] for h in self.metrics["history"]),
         )
         self._write()

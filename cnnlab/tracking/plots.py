@@ -12,7 +12,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from cnnlab.checkpoints.atomic import atomic_bytes_write
+from cnnlab.atomic import atomic_bytes_write
 
 DPI = 100
 ANNOTATE_MAX_CLASSES = 20  # above this, count labels in the confusion matrix cells become unreadable
@@ -101,7 +101,13 @@ def samples_figure(samples: list[torch.Tensor], classes: list[str], columns: int
     figure = _figure(0.75 * columns + label_width, 0.75 * len(classes) + 0.4)
     axes = figure.subplots()
     grey = mosaic.shape[2] == 1
-    axes.imshow((mosaic[..., 0] if grey else mosaic).numpy(), cmap="gray" if grey else None, vmin=0, vmax=255, interpolation="nearest")
+    axes.imshow(
+        (mosaic[..., 0] if grey else mosaic).numpy(),
+        cmap="gray" if grey else None,
+        vmin=0,
+        vmax=255,
+        interpolation="nearest",
+    )
     cell = (mosaic.shape[0] - TILE_GAP) / len(classes)
     axes.set_yticks([TILE_GAP / 2 + cell * (row + 0.5) - 0.5 for row in range(len(classes))], classes)
     axes.set_xticks([])
@@ -125,7 +131,12 @@ def class_distribution_figure(counts: dict[str, list[int]], classes: list[str]) 
     for index, (split, values) in enumerate(counts.items()):
         positions = [c + (index - (len(counts) - 1) / 2) * bar_width for c in range(len(classes))]
         axes.bar(positions, values, width=bar_width, label=f"{split} ({sum(values):,})")
-    axes.set_xticks(range(len(classes)), classes, rotation=45 if len(classes) > 5 else 0, ha="right" if len(classes) > 5 else "center")
+    axes.set_xticks(
+        range(len(classes)),
+        classes,
+        rotation=45 if len(classes) > 5 else 0,
+        ha="right" if len(classes) > 5 else "center",
+    )
     axes.set(ylabel="images", title="class distribution")
     axes.grid(axis="y", alpha=0.3)
     axes.margins(y=0.15)  # headroom for the legend: balanced classes fill the plot up to the top

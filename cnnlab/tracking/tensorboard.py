@@ -12,6 +12,7 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
+from cnnlab.run_folder import RunStatus
 from cnnlab.tracking.tracker import Sink
 
 log = logging.getLogger("cnnlab")
@@ -51,10 +52,12 @@ class TensorBoardSink(Sink):
         self.writer.add_scalar(f"{split}/loss", report["loss"], step)
         for name, acc in zip(classes, report["per_class_acc"]):
             self.writer.add_scalar(f"{split}/class_acc/{name}", acc, step)
-        self.writer.add_figure(f"{split}/confusion_matrix", confusion_figure(torch.tensor(report["confusion"]), classes), step)
+        self.writer.add_figure(
+            f"{split}/confusion_matrix", confusion_figure(torch.tensor(report["confusion"]), classes), step
+        )
 
     def run_ended(self, summary: dict[str, Any]) -> None:
-        if summary["status"] in ("completed", "diverged"):
+        if summary["status"] in (RunStatus.COMPLETED, RunStatus.DIVERGED):
             metrics = {"hparam/best_val_acc": summary.get("best_val_acc") or 0.0}
             if summary.get("test_acc") is not None:
                 metrics["hparam/test_acc"] = summary["test_acc"]

@@ -10,6 +10,7 @@ from typing import Any
 from rich import get_console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from cnnlab.tracking.tracker import Sink
 
@@ -28,8 +29,14 @@ class TerminalSink(Sink):
     def run_started(self, info: dict[str, Any]) -> None:
         log.info(
             "model %s: %s parameters, %s MACs per image | data %s: %d train, %d val, %s test | device %s, %d threads",
-            info["model"], f"{info['params']:,}", _format_macs(info["macs"]), info["dataset"], info["train_size"],
-            info["val_size"], info["test_size"] if info["test_size"] is not None else "no", info["device"],
+            info["model"],
+            f"{info['params']:,}",
+            _format_macs(info["macs"]),
+            info["dataset"],
+            info["train_size"],
+            info["val_size"],
+            info["test_size"] if info["test_size"] is not None else "no",
+            info["device"],
             info["threads"],
         )
 
@@ -37,15 +44,23 @@ class TerminalSink(Sink):
         if not get_console().is_terminal:
             return
         self.progress = Progress(
-            TextColumn(f"epoch {epoch}/{epochs}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[stats]}"), TimeRemainingColumn(), console=get_console(), transient=True,
+            TextColumn(f"epoch {epoch}/{epochs}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"),
+            TimeRemainingColumn(),
+            console=get_console(),
+            transient=True,
         )
         self.progress.start()
         self.task = self.progress.add_task("train", total=steps, stats="")
 
     def step(self, step: int, stats: dict[str, float]) -> None:
         if self.progress is not None and self.task is not None:
-            text = f"loss {stats['loss']:.3f} acc {stats['acc']:.3f} lr {stats['lr']:.2e} {stats['images_per_s']:,.0f} img/s"
+            text = (
+                f"loss {stats['loss']:.3f} acc {stats['acc']:.3f} lr {stats['lr']:.2e} "
+                f"{stats['images_per_s']:,.0f} img/s"
+            )
             self.progress.update(self.task, completed=step, stats=text)
 
     def _stop_progress(self) -> None:
@@ -57,8 +72,14 @@ class TerminalSink(Sink):
         self._stop_progress()
         log.info(
             "epoch %d | train loss %.4f acc %.4f | val loss %.4f acc %.4f | lr %.2e | %.0f img/s | %.1f s",
-            epoch, metrics["train/loss"], metrics["train/acc"], metrics["val/loss"], metrics["val/acc"],
-            metrics["lr"], metrics["throughput/images_per_s"], metrics["time/epoch_s"],
+            epoch,
+            metrics["train/loss"],
+            metrics["train/acc"],
+            metrics["val/loss"],
+            metrics["val/acc"],
+            metrics["lr"],
+            metrics["throughput/images_per_s"],
+            metrics["time/epoch_s"],
         )
 
     def run_ended(self, summary: dict[str, Any]) -> None:
@@ -87,7 +108,12 @@ class TerminalSink(Sink):
 def print_evaluation(result: dict[str, Any], classes: list[str], title: str) -> None:
     """Accuracy, per-class accuracy and the confusion matrix (rows: true class, columns: predicted)."""
     console = get_console()
-    console.print(f"{title}: accuracy {result['acc']:.4f}, loss {result['loss']:.4f}", markup=False, highlight=False, soft_wrap=True)
+    console.print(
+        f"{title}: accuracy {result['acc']:.4f}, loss {result['loss']:.4f}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
     table = Table(title="confusion matrix (rows: true, columns: predicted)")
     table.add_column("class")
     for index in range(len(classes)):
@@ -97,3 +123,39 @@ def print_evaluation(result: dict[str, Any], classes: list[str], title: str) -> 
         cells = [f"[bold]{n}[/bold]" if i == index else str(n) for i, n in enumerate(row)]
         table.add_row(f"{index} {name}", *cells, f"{result['per_class_acc'][name]:.3f}")
     console.print(table)
+
+
+def print_overview(name: str, summary: dict[str, Any]) -> None:
+    """Two Rich tables: images per class in each split, then size, channels and pixel statistics."""
+    splits = [split for split in ("train", "test") if summary[split] is not None]
+    counts = Table(title=f"{name}: images per class")
+    counts.add_column("#", justify="right")
+    counts.add_column("class")
+    for split in splits:
+        counts.add_column(split, justify="right")
+        counts.add_column("%", justify="right")
+    for index, cls in enumerate(summary["classes"]):
+        cells = []
+        for split in splits:
+            count, total = summary[split]["per_class"][cls], summary[split]["total"]
+            cells += [f"{count:,}", f"{100 * count / max(total, 1):.1f}"]
+        counts.add_row(str(index), Text(cls), *cells)  # Text: a folder name like "[x]" is not markup
+    counts.add_section()
+    counts.add_row("", "total", *(cell for split in splits for cell in (f"{summary[split]['total']:,}", "100.0")))
+
+    stats = Table(title=f"{name}: images", show_header=False)
+    height, width = summary["image_size"]
+    rows = [
+        ("image size", f"{height}x{width}"),
+        ("channels", str(summary["channels"])),
+        ("train pool", f"{summary['train']['total']:,}"),
+        ("test split", f"{summary['test']['total']:,}" if summary["test"] is not None else "none"),
+        ("total images", f"{summary['total_images']:,}"),
+        ("mean per channel (train, 0-1)", ", ".join(f"{v:.4f}" for v in summary["mean"])),
+        ("std per channel (train, 0-1)", ", ".join(f"{v:.4f}" for v in summary["std"])),
+    ]
+    for row in rows:
+        stats.add_row(*row)
+    console = get_console()
+    console.print(counts)
+    console.print(stats)

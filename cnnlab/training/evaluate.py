@@ -8,17 +8,17 @@ import torch
 from hydra import compose
 from omegaconf import DictConfig, OmegaConf
 
-from cnnlab.checkpoints.atomic import atomic_json_dump
-from cnnlab.checkpoints.locate import find_checkpoint
+from cnnlab.atomic import atomic_json_dump
 from cnnlab.checkpoints.store import load_checkpoint
 from cnnlab.checkpoints.trust import check_config_code
 from cnnlab.data.build import build_data
 from cnnlab.data.loader import BatchLoader
+from cnnlab.device import autocast_dtype, resolve_device
 from cnnlab.errors import UserError
+from cnnlab.run_folder import find_checkpoint
 from cnnlab.tracking.terminal import print_evaluation
 from cnnlab.training.components import build_model
-from cnnlab.training.device import autocast_dtype, resolve_device
-from cnnlab.training.report import classification_report, predict
+from cnnlab.training.metrics import classification_report, predict
 from cnnlab.training.resume import flatten
 
 log = logging.getLogger("cnnlab")
@@ -41,17 +41,26 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> float:
         model.load_state_dict(checkpoint["model"])
     except RuntimeError as e:
         detail = " ".join(line.strip() for line in str(e).splitlines()[:2])[:160]
-        raise UserError(f"checkpoint {path} holds weights of another model than its config describes ({detail}); "
-                        "evaluate the checkpoint written by the run that trained it") from e
+        raise UserError(
+            f"checkpoint {path} holds weights of another model than its config describes ({detail}); "
+            "evaluate the checkpoint written by the run that trained it"
+        ) from e
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     logits, labels = predict(model, loader, autocast_dtype(device, run_cfg.trainer.amp), flip_tta=cfg.tta)
     report = classification_report(logits, labels, len(data.classes))
     result: dict[str, Any] = {
-        "checkpoint": str(path), "epoch": checkpoint["epoch"], "split": cfg.split, "tta": cfg.tta, **report,
-        "per_class_acc": dict(zip(data.classes, report["per_class_acc"])), "classes": data.classes,
+        "checkpoint": str(path),
+        "epoch": checkpoint["epoch"],
+        "split": cfg.split,
+        "tta": cfg.tta,
+        **report,
+        "per_class_acc": dict(zip(data.classes, report["per_class_acc"])),
+        "classes": data.classes,
     }
     atomic_json_dump(result, run_dir / "eval.json")
-    print_evaluation(result, data.classes, title=f"{path} on {cfg.split} ({report['count']} images{', flip TTA' if cfg.tta else ''})")
+    print_evaluation(
+        result, data.classes, title=f"{path} on {cfg.split} ({report['count']} images{', flip TTA' if cfg.tta else ''})"
+    )
     log.info("eval.json written to %s", run_dir)
     return report["acc"]
 
@@ -68,7 +77,9 @@ def with_local_data_settings(saved: DictConfig) -> DictConfig:
     are the checkpoint's. An image folder keeps its recorded root: it has no default, and reading a
     folder as images writes nothing there.
     """
-    local = OmegaConf.create(OmegaConf.to_container(compose(config_name="train", overrides=[f"dataset={saved.name}"]).dataset))
+    local = OmegaConf.create(
+        OmegaConf.to_container(compose(config_name="train", overrides=[f"dataset={saved.name}"]).dataset)
+    )
     recorded = flatten(OmegaConf.to_container(saved))
     for key, value in flatten(OmegaConf.to_container(local)).items():
         name = key.rsplit(".", 1)[-1]
@@ -86,5 +97,12 @@ def split_loader(data: Any, split: str, batch_size: int) -> BatchLoader:
     if split == "val":
         return data.val
     source = data.train
-    return BatchLoader(source.data, batch_size, source.mean.flatten(), source.std.flatten(), shuffle=False,
-                       drop_last=False, channels_last=source.memory_format == torch.channels_last)
+    return BatchLoader(
+        source.data,
+        batch_size,
+        source.mean.flatten(),
+        source.std.flatten(),
+        shuffle=False,
+        drop_last=False,
+        channels_last=source.memory_format == torch.channels_last,
+    )

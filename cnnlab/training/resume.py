@@ -1,12 +1,31 @@
-"""Checks that a resumed run continues what its checkpoint was trained with."""
+"""Resuming a run: everything it needs, loaded and checked once, then handed to the trainer and the sinks.
 
+    cnnlab train resume=<run folder or checkpoint>
+
+Before this runs, the CLI has put the run's saved overrides in front of the new ones
+(cnnlab.cli_overrides), Hydra has pointed the job at the run's own folder (cnnlab.config.resolvers),
+and validation has checked the checkpoint exists and no other process writes the folder.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from cnnlab.checkpoints.store import load_checkpoint, restore_rng_states
 from cnnlab.errors import UserError
+from cnnlab.run_folder import find_checkpoint, read_metrics, run_dir_of
 
 # Keys that may differ on resume: where the run executes, where data lives, how it is shown - and
 # `epochs`, which may be raised to train longer (the schedule is stretched to the new length).
-MAY_CHANGE = ("epochs", "resume", "device", "compile", "trainer.log_every", "trainer.eval_batch_size", "trainer.log_graph")
+MAY_CHANGE = (
+    "epochs",
+    "resume",
+    "device",
+    "compile",
+    "trainer.log_every",
+    "trainer.eval_batch_size",
+    "trainer.log_graph",
+)
 MAY_CHANGE_SUFFIXES = ("root", "cache_dir", "download", "url", "md5")
 # Settings added after checkpoints already existed: a checkpoint without one was trained as with this value
 ADDED_LATER = {"trainer.tta": False, "model.downsample": "stride"}
@@ -43,3 +62,43 @@ def check_resumable(saved: dict[str, Any], current: dict[str, Any], checkpoint: 
             f"cannot resume {checkpoint} with different settings ({shown}); drop those overrides "
             "(only epochs may be raised), or start a new run without resume="
         )
+
+
+@dataclass
+class Resume:
+    """A run's state at its last checkpoint: the checkpoint itself and the metrics history that led to it."""
+
+    path: Path  # the checkpoint file
+    checkpoint: dict[str, Any]
+    history: list[dict[str, Any]]  # metrics.json's epochs up to the checkpoint (later ones were never saved)
+    started_at: float | None  # when the run first started, so elapsed time keeps counting from there
+
+    @classmethod
+    def load(cls, target: str | Path, config: dict[str, Any]) -> "Resume":
+        """Load the checkpoint of `target` (a run folder or .pt file) and check `config` may continue it."""
+        path = find_checkpoint(target)
+        checkpoint = load_checkpoint(path)
+        check_resumable(checkpoint["config"], config, str(path))
+        previous = read_metrics(run_dir_of(path)) or {}
+        history = [h for h in previous.get("history", []) if h.get("epoch", 0) <= checkpoint["epoch"]]
+        return cls(path, checkpoint, history, previous.get("started_at"))
+
+    @property
+    def epoch(self) -> int:
+        """Epochs the checkpoint has completed."""
+        return int(self.checkpoint["epoch"])
+
+    @property
+    def purge_step(self) -> int:
+        """The first TensorBoard step to drop: whatever a killed process logged after its checkpoint."""
+        return self.epoch + 1
+
+    def planned_epochs(self, requested: int, time_budget: bool) -> int:
+        """The schedule's length: the checkpoint's plan, which `epochs` can raise (not under a time budget)."""
+        planned = int(self.checkpoint["planned_epochs"])
+        return planned if time_budget else max(int(requested), planned)
+
+    def restore(self, trainer: Any) -> None:
+        """Put the trainer (model, optimizer, schedule, position) and every global RNG where the checkpoint was."""
+        trainer.load_state_dict(self.checkpoint)
+        restore_rng_states(self.checkpoint["rng"])

@@ -1,7 +1,8 @@
 """Assemble one training run from the composed config - data, model, optimizer, schedule, sinks, trainer - and run it.
 
-A fresh run and a resumed one share this path; resuming only adds "load the checkpoint and check it
-matches" before training and continues the same folder, log, TensorBoard run and metrics.json.
+A fresh run and a resumed one share this path; resuming only adds a `Resume` (the checkpoint, checked
+against the config, and the history before it), and continues the same folder, log, TensorBoard run
+and metrics.json.
 """
 
 import logging
@@ -15,29 +16,39 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from cnnlab.checkpoints.locate import find_checkpoint
-from cnnlab.checkpoints.store import CheckpointStore, load_checkpoint, restore_rng_states
+from cnnlab.checkpoints.store import CheckpointStore
+from cnnlab.config.duration import parse_duration
 from cnnlab.data.build import DataBundle, build_data
+from cnnlab.device import resolve_device
 from cnnlab.errors import UserError
 from cnnlab.models.stats import count_macs, count_parameters, measure_latency_ms
+from cnnlab.run_folder import RunStatus, checkpoints_dir
 from cnnlab.tracking.metrics_file import MetricsFileSink
 from cnnlab.tracking.plot_files import PlotFilesSink
 from cnnlab.tracking.tensorboard import TensorBoardSink
 from cnnlab.tracking.terminal import TerminalSink
 from cnnlab.tracking.tracker import Tracker
-from cnnlab.config.duration import parse_duration
 from cnnlab.training.budget import plan_epochs
-from cnnlab.training.components import build_model, configured_loss, configured_optimizer
-from cnnlab.training.device import autocast_dtype, resolve_device
-from cnnlab.training.report import classification_report
-from cnnlab.training.resume import check_resumable
+from cnnlab.training.components import build_model, configured_optimizer, configured_step
+from cnnlab.training.metrics import classification_report
+from cnnlab.training.resume import Resume
 from cnnlab.training.signals import graceful_stop
 from cnnlab.training.trainer import PruneRule, RunDiverged, RunInterrupted, StopRules, Trainer
 
 log = logging.getLogger("cnnlab")
 
-HPARAM_KEYS = ("lr", "batch_size", "epochs", "weight_decay", "seed", "dataset.name", "model._target_",
-               "optimizer._target_", "scheduler._target_", "trainer.label_smoothing")
+HPARAM_KEYS = (
+    "lr",
+    "batch_size",
+    "epochs",
+    "weight_decay",
+    "seed",
+    "dataset.name",
+    "model._target_",
+    "optimizer._target_",
+    "scheduler._target_",
+    "trainer.label_smoothing",
+)
 
 
 def seed_everything(seed: int) -> None:
@@ -75,7 +86,7 @@ def train(cfg: DictConfig, run_dir: Path, prune: PruneRule | None = None) -> flo
     """Train, validate every epoch, test once at the end; return the best validation accuracy.
 
     Expects a config that passed validate_train_config (the train task checks it first). `prune`, in a
-    search, sees each epoch's metrics and may stop the run early (status "pruned").
+    search, sees each epoch's metrics and may stop the run early (RunStatus.PRUNED).
     """
     run = prepare_run(cfg, run_dir, prune)
     return run_fit(run.trainer, run.tracker, run.data, run.epochs, run.info, run_dir)
@@ -84,11 +95,7 @@ def train(cfg: DictConfig, run_dir: Path, prune: PruneRule | None = None) -> flo
 def prepare_run(cfg: DictConfig, run_dir: Path, prune: PruneRule | None = None) -> PreparedRun:
     """Data, model, optimizer, schedule, sinks and trainer from the config; a resumed run's state loaded."""
     config = OmegaConf.to_container(cfg, resolve=True)
-    checkpoint = None
-    if cfg.resume:
-        path = find_checkpoint(cfg.resume)
-        checkpoint = load_checkpoint(path)
-        check_resumable(checkpoint["config"], config, str(path))
+    resume = Resume.load(cfg.resume, config) if cfg.resume else None
     device = resolve_device(str(cfg.device))
     seed_everything(cfg.seed)
     channels_last = bool(cfg.trainer.channels_last)
@@ -96,52 +103,83 @@ def prepare_run(cfg: DictConfig, run_dir: Path, prune: PruneRule | None = None) 
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = build_model(cfg, data.input_shape, len(data.classes)).to(device, memory_format=memory_format)
     info: dict[str, Any] = {
-        "model": cfg.model._target_.rsplit(".", 1)[-1], "params": count_parameters(model),
-        "macs": count_macs(model, data.input_shape), "dataset": cfg.dataset.name, "train_size": len(data.train.data),
-        "val_size": len(data.val.data), "test_size": len(data.test.data) if data.test else None, "device": str(device),
+        "model": cfg.model._target_.rsplit(".", 1)[-1],
+        "params": count_parameters(model),
+        "macs": count_macs(model, data.input_shape),
+        "dataset": cfg.dataset.name,
+        "train_size": len(data.train.data),
+        "val_size": len(data.val.data),
+        "test_size": len(data.test.data) if data.test else None,
+        "device": str(device),
         "threads": torch.get_num_threads(),
     }
 
     budget_s = parse_duration(cfg.trainer.time_budget) if cfg.trainer.time_budget is not None else None
-    epochs = plan_run_length(cfg, checkpoint, budget_s, model, data)
+    epochs = plan_run_length(cfg, resume, budget_s, model, data, device)
     optimizer = configured_optimizer(cfg, model)
     steps = len(data.train)
     scheduler = instantiate(cfg.scheduler)(optimizer, total_steps=epochs * steps, steps_per_epoch=steps)
-    resume_epoch = checkpoint["epoch"] if checkpoint else None
-    metrics_sink = MetricsFileSink(run_dir / "metrics.json", resume_epoch)
-    tracker = Tracker([
-        TerminalSink(),
-        TensorBoardSink(run_dir, hparam_values(cfg), purge_step=resume_epoch + 1 if checkpoint else None),
-        metrics_sink,
-        PlotFilesSink(run_dir, list(metrics_sink.history)),
-    ])
+    history = resume.history if resume else []
+    tracker = Tracker(
+        [
+            TerminalSink(),
+            TensorBoardSink(run_dir, hparam_values(cfg), purge_step=resume.purge_step if resume else None),
+            MetricsFileSink(
+                run_dir, list(history), resume.started_at if resume else None, resume.epoch if resume else 0
+            ),
+            PlotFilesSink(run_dir, list(history)),
+        ]
+    )
+    net = torch.compile(model) if cfg.compile else model
     trainer = Trainer(
-        torch.compile(model) if cfg.compile else model, optimizer, scheduler, device=device, tracker=tracker,
-        label_smoothing=cfg.trainer.label_smoothing, amp_dtype=autocast_dtype(device, cfg.trainer.amp),
-        log_every=cfg.trainer.log_every, histograms=cfg.trainer.histograms, flip_tta=cfg.trainer.tta,
-        checkpoints=CheckpointStore(run_dir / "checkpoints", config, {"planned_epochs": epochs}),
+        configured_step(cfg, net, device, optimizer, scheduler),
+        tracker=tracker,
+        log_every=cfg.trainer.log_every,
+        histograms=cfg.trainer.histograms,
+        flip_tta=cfg.trainer.tta,
+        checkpoints=CheckpointStore(checkpoints_dir(run_dir), config, {"planned_epochs": epochs}),
         rules=StopRules(cfg.trainer.patience, cfg.trainer.divergence_factor, budget_s, prune),
     )
-    if checkpoint:
-        trainer.load_state_dict(checkpoint)
-        restore_rng_states(checkpoint["rng"])
-        log.info("resuming %s at epoch %d%s", run_dir, trainer.epoch + 1,
-                 f" step {trainer.position.step + 1}" if trainer.position.step else "")
+    if resume:
+        resume.restore(trainer)
+        log.info(
+            "resuming %s at epoch %d%s",
+            run_dir,
+            trainer.epoch + 1,
+            f" step {trainer.position.step + 1}" if trainer.position.step else "",
+        )
     else:
         log_start_images(tracker, data, model, cfg)
     return PreparedRun(trainer, tracker, data, epochs, info)
 
 
-def plan_run_length(cfg: DictConfig, checkpoint: dict | None, budget_s: float | None, model: torch.nn.Module,
-                    data: DataBundle) -> int:
-    """Epochs to schedule: `epochs`, or what fits the time budget; on resume at least the checkpoint's plan."""
-    if checkpoint is not None:  # epochs can be raised on resume, never lowered below the plan
-        return int(checkpoint["planned_epochs"]) if budget_s is not None else max(int(cfg.epochs), int(checkpoint["planned_epochs"]))
+def plan_run_length(
+    cfg: DictConfig,
+    resume: Resume | None,
+    budget_s: float | None,
+    model: torch.nn.Module,
+    data: DataBundle,
+    device: torch.device,
+) -> int:
+    """Epochs to schedule: `epochs`, or what fits the time budget; on resume the checkpoint's plan (or more epochs)."""
+    if resume is not None:
+        return resume.planned_epochs(cfg.epochs, time_budget=budget_s is not None)
     if budget_s is None:
         return int(cfg.epochs)
-    epochs, epoch_s = plan_epochs(model, lambda net: configured_optimizer(cfg, net), configured_loss(cfg), data.train, data.val, budget_s, flip_tta=cfg.trainer.tta)
-    log.info("time budget %.0f s: about %.1f s per epoch, so %d epochs (the schedule is fitted to them)",
-             budget_s, epoch_s, epochs)
+    epochs, epoch_s = plan_epochs(
+        model,
+        lambda probe: configured_step(cfg, probe, device),
+        data.train,
+        data.val,
+        budget_s,
+        flip_tta=cfg.trainer.tta,
+    )
+    log.info(
+        "time budget %.0f s: about %.1f s per epoch, so %d epochs (the schedule is fitted to them)",
+        budget_s,
+        epoch_s,
+        epochs,
+    )
     return epochs
 
 
@@ -153,7 +191,7 @@ def log_start_images(tracker: Tracker, data: DataBundle, model: torch.nn.Module,
 
 def run_fit(trainer: Trainer, tracker: Tracker, data: DataBundle, epochs: int, info: dict, run_dir: Path) -> float:
     """fit + final evaluation, with the run's status recorded whatever happens."""
-    summary: dict[str, Any] = {**info, "run_dir": str(run_dir), "status": "failed"}
+    summary: dict[str, Any] = {**info, "run_dir": str(run_dir), "status": RunStatus.FAILED}
     resume_hint = f"continue with: cnnlab train resume={run_dir}"
     with tracker:
         tracker.run_started(info)
@@ -161,29 +199,37 @@ def run_fit(trainer: Trainer, tracker: Tracker, data: DataBundle, epochs: int, i
             with graceful_stop(trainer):
                 result = trainer.fit(data.train, data.val, epochs)
             if result.stopped_by == "pruned":  # a search stopped it: the test split is not worth the time
-                summary.update(status="pruned", stopped_by="pruned", pruned_at_epoch=result.epochs_completed)
+                summary.update(status=RunStatus.PRUNED, stopped_by="pruned", pruned_at_epoch=result.epochs_completed)
                 return trainer.best_val_acc or 0.0
             split, loader = ("test", data.test) if data.test is not None else ("val", data.val)
             logits, labels = trainer.predict(loader)
             report = classification_report(logits, labels, len(data.classes))
             tracker.evaluation(split, report, data.classes, result.epochs_completed)
-            summary.update(status="completed", stopped_by=result.stopped_by,
-                           latency_ms=measure_latency_ms(trainer.plain_model, next(iter(data.val))[0]))
+            summary.update(
+                status=RunStatus.COMPLETED,
+                stopped_by=result.stopped_by,
+                latency_ms=measure_latency_ms(trainer.plain_model, next(iter(data.val))[0]),
+            )
             if split == "test":
                 summary.update(test_acc=report["acc"], test_loss=report["loss"])
         except RunDiverged as e:
-            summary.update(status="diverged", message=str(e))
+            summary.update(status=RunStatus.DIVERGED, message=str(e))
             raise
         except RunInterrupted as e:
-            summary.update(status="interrupted", message=f"{e}; {resume_hint}")
+            summary.update(status=RunStatus.INTERRUPTED, message=f"{e}; {resume_hint}")
             raise RunInterrupted(summary["message"]) from e
         except KeyboardInterrupt:
-            summary.update(status="interrupted", message=f"stopped at once; checkpoints/last.pt is the last finished epoch; {resume_hint}")
+            summary.update(
+                status=RunStatus.INTERRUPTED,
+                message=f"stopped at once; checkpoints/last.pt is the last finished epoch; {resume_hint}",
+            )
             raise
         except UserError as e:  # after the more specific ones above; e.g. a checkpoint that could not be written
             summary.update(message=str(e))
             raise
         finally:
-            summary.update(best_val_acc=trainer.best_val_acc, epochs_completed=trainer.epoch, train_time_s=trainer.train_time_s)
+            summary.update(
+                best_val_acc=trainer.best_val_acc, epochs_completed=trainer.epoch, train_time_s=trainer.train_time_s
+            )
             tracker.run_ended(summary)
     return trainer.best_val_acc or 0.0

@@ -11,8 +11,12 @@ from torch.optim.lr_scheduler import LambdaLR
 
 
 def one_cycle(
-    optimizer: Optimizer, total_steps: int, steps_per_epoch: int, warmup_fraction: float = 0.25,
-    start_factor: float = 0.04, end_factor: float = 0.001,
+    optimizer: Optimizer,
+    total_steps: int,
+    steps_per_epoch: int,
+    warmup_fraction: float = 0.25,
+    start_factor: float = 0.04,
+    end_factor: float = 0.001,
 ) -> LambdaLR:
     """Linear warmup from lr*start_factor to lr, then linear decay to lr*end_factor."""
     warmup = max(1, int(total_steps * warmup_fraction))
@@ -26,7 +30,9 @@ def one_cycle(
     return LambdaLR(optimizer, factor)
 
 
-def cosine(optimizer: Optimizer, total_steps: int, steps_per_epoch: int, warmup_epochs: float = 1, end_factor: float = 0.0) -> LambdaLR:
+def cosine(
+    optimizer: Optimizer, total_steps: int, steps_per_epoch: int, warmup_epochs: float = 1, end_factor: float = 0.0
+) -> LambdaLR:
     """Linear warmup over warmup_epochs, then half a cosine down to lr*end_factor."""
     warmup = min(int(warmup_epochs * steps_per_epoch), total_steps - 1)
 
@@ -39,7 +45,9 @@ def cosine(optimizer: Optimizer, total_steps: int, steps_per_epoch: int, warmup_
     return LambdaLR(optimizer, factor)
 
 
-def step_decay(optimizer: Optimizer, total_steps: int, steps_per_epoch: int, step_epochs: int = 3, gamma: float = 0.1) -> LambdaLR:
+def step_decay(
+    optimizer: Optimizer, total_steps: int, steps_per_epoch: int, step_epochs: int = 3, gamma: float = 0.1
+) -> LambdaLR:
     """Multiply the lr by gamma every step_epochs epochs."""
     return LambdaLR(optimizer, lambda step: gamma ** (step // (step_epochs * steps_per_epoch)))
 

@@ -21,8 +21,10 @@ def graceful_stop(trainer: object) -> Iterator[None]:
         if getattr(trainer, "stop_requested", False):
             raise KeyboardInterrupt
         trainer.stop_requested = True  # type: ignore[attr-defined]
-        log.warning("%s received: stopping after this step and saving checkpoints/last.pt (again to stop now)",
-                    signal.Signals(signum).name)
+        log.warning(
+            "%s received: stopping after this step and saving checkpoints/last.pt (again to stop now)",
+            signal.Signals(signum).name,
+        )
 
     previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

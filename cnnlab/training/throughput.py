@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.optim import Optimizer
 
-from cnnlab.training.device import autocast, synchronize
+from cnnlab.device import autocast, synchronize
+from cnnlab.training.step import TrainStep
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -26,7 +26,9 @@ class Timing:
     steps: int
 
 
-def time_steps(step: Callable[[], int], device: torch.device, seconds: float, warmup: int = 2, min_steps: int = 3) -> Timing:
+def time_steps(
+    step: Callable[[], int], device: torch.device, seconds: float, warmup: int = 2, min_steps: int = 3
+) -> Timing:
     """Run `step` (which returns the images it processed) `warmup` times, then for about `seconds`."""
     start = time.perf_counter()
     for _ in range(warmup):
@@ -47,22 +49,15 @@ def endless(batches: Iterable[Batch]) -> Iterator[Batch]:
     return itertools.chain.from_iterable(itertools.repeat(batches))
 
 
-def train_step(
-    model: nn.Module, optimizer: Optimizer, loss_fn: nn.Module, batches: Iterator[Batch],
-    amp_dtype: torch.dtype | None = None,
-) -> Callable[[], int]:
-    """One optimizer step on the next batch, exactly as the training loop takes it."""
+def training_steps(step: TrainStep, batches: Iterator[Batch]) -> Callable[[], int]:
+    """The run's training step on the next batch each call (returns the images it trained on)."""
 
-    def step() -> int:
+    def train_next() -> int:
         images, labels = next(batches)
-        with autocast(images.device, amp_dtype):
-            loss = loss_fn(model(images), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        step(images, labels)
         return labels.shape[0]
 
-    return step
+    return train_next
 
 
 def inference_step(model: nn.Module, images: torch.Tensor, amp_dtype: torch.dtype | None = None) -> Callable[[], int]:

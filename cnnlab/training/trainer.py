@@ -1,4 +1,4 @@
-"""The training loop: fit (train + validate each epoch), validate, test. It reads as the ideas it uses.
+"""The training loop: fit (train + validate each epoch), then evaluate a split. It reads as the ideas it uses.
 
 Everything the loop needs to continue exactly where it stopped - including the position inside an
 epoch after an interrupt - is in `state_dict()`, so a resumed run repeats no step and skips none.
@@ -12,16 +12,14 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LRScheduler
 
 from cnnlab.checkpoints.store import CheckpointStore
 from cnnlab.data.loader import BatchLoader
+from cnnlab.device import synchronize
 from cnnlab.errors import UserError
 from cnnlab.tracking.tracker import Sink
-from cnnlab.training.device import autocast, synchronize
-from cnnlab.training.report import predict
-
+from cnnlab.training.metrics import predict
+from cnnlab.training.step import TrainStep
 
 PruneRule = Callable[[int, dict[str, float]], bool]  # (epoch, that epoch's metrics) -> stop the run now?
 
@@ -40,10 +38,10 @@ class RunInterrupted(UserError):
 class StopRules:
     """When fit ends before `epochs`: early stopping, divergence and the wall-clock budget."""
 
-    patience: int | None = None           # epochs without a better validation accuracy
+    patience: int | None = None  # epochs without a better validation accuracy
     divergence_factor: float | None = 10  # stop when the loss exceeds this multiple of its first value
-    time_budget_s: float | None = None    # training seconds (resumed runs count their earlier time)
-    prune: PruneRule | None = None           # a search's pruner, asked after each epoch
+    time_budget_s: float | None = None  # training seconds (resumed runs count their earlier time)
+    prune: PruneRule | None = None  # a search's pruner, asked after each epoch
 
 
 @dataclass
@@ -66,22 +64,30 @@ class EpochPosition:
 
 
 class Trainer:
-    """Owns model, optimizer and schedule; reports every epoch to the tracker and the checkpoint store."""
+    """Runs the training step over the epochs; reports every epoch to the tracker and the checkpoint store.
+
+    The step (`TrainStep`) owns model, optimizer, schedule and precision; the scheduler must be set on it.
+    """
 
     def __init__(
-        self, model: nn.Module, optimizer: Optimizer, scheduler: LRScheduler, *, device: torch.device, tracker: Sink,
-        label_smoothing: float = 0.0, amp_dtype: torch.dtype | None = None, log_every: int = 10,
-        checkpoints: CheckpointStore | None = None, rules: StopRules | None = None, histograms: bool = False,
+        self,
+        step: TrainStep,
+        *,
+        tracker: Sink,
+        log_every: int = 10,
+        checkpoints: CheckpointStore | None = None,
+        rules: StopRules | None = None,
+        histograms: bool = False,
         flip_tta: bool = False,
     ) -> None:
-        self.model = model
-        self.optimizer = optimizer
-        self.scheduler = scheduler
-        self.device = device
+        if step.scheduler is None:
+            raise ValueError("the Trainer's TrainStep needs a scheduler (its state is checkpointed)")
+        self.train_step = step
+        self.model = step.model
+        self.optimizer = step.optimizer
+        self.scheduler = step.scheduler
+        self.device = step.device
         self.tracker = tracker
-        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-        self.amp_dtype = amp_dtype
-        self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
         self.log_every = log_every
         self.checkpoints = checkpoints
         self.rules = rules or StopRules()
@@ -124,7 +130,10 @@ class Trainer:
     def _check_loss(self, loss: float, step: int) -> None:
         where = f"epoch {self.epoch + 1} step {step}"
         if not math.isfinite(loss):
-            raise RunDiverged(f"training diverged at {where}: the loss is {loss}; the learning rate is probably too high (try a smaller lr)")
+            raise RunDiverged(
+                f"training diverged at {where}: the loss is {loss}; "
+                "the learning rate is probably too high (try a smaller lr)"
+            )
         if self.first_loss is None:
             self.first_loss = loss
         factor = self.rules.divergence_factor
@@ -149,16 +158,9 @@ class Trainer:
         start = time.perf_counter()
         batches = loader.iterate(pos.step, pos.generator)
         for step, (images, labels) in enumerate(batches, start=pos.step + 1):
-            with autocast(self.device, self.amp_dtype):
-                logits = self.model(images)
-                loss = self.loss_fn(logits, labels)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.scheduler.step()
+            loss, logits = self.train_step(images, labels)
             self.global_step += 1
-            loss_sum += loss.detach().double() * labels.shape[0]
+            loss_sum += loss.double() * labels.shape[0]
             correct += (logits.argmax(1) == labels).sum()
             seen += labels.shape[0]
             if step % self.log_every == 0 or step == len(loader) or self.stop_requested:
@@ -166,13 +168,19 @@ class Trainer:
                 if self.histograms:
                     self._record_grad_norms()
                 elapsed = time.perf_counter() - start
-                self.tracker.step(step, {
-                    "loss": loss_sum.item() / seen, "acc": correct.item() / seen,
-                    "lr": self.optimizer.param_groups[0]["lr"],
-                    "images_per_s": (seen - resumed_seen) / max(elapsed, 1e-9),
-                })
+                self.tracker.step(
+                    step,
+                    {
+                        "loss": loss_sum.item() / seen,
+                        "acc": correct.item() / seen,
+                        "lr": self.optimizer.param_groups[0]["lr"],
+                        "images_per_s": (seen - resumed_seen) / max(elapsed, 1e-9),
+                    },
+                )
             if self.stop_requested and step < len(loader):
-                self.position = EpochPosition(step, loss_sum.item(), int(correct.item()), seen, batches.generator_state())
+                self.position = EpochPosition(
+                    step, loss_sum.item(), int(correct.item()), seen, batches.generator_state()
+                )
                 self.train_time_s += time.perf_counter() - start
                 self._save(best=False)
                 raise RunInterrupted(f"interrupted at epoch {self.epoch + 1} step {step}")
@@ -182,23 +190,22 @@ class Trainer:
         elapsed = time.perf_counter() - start
         self.position = EpochPosition()
         return {
-            "loss": loss_sum.item() / seen, "acc": correct.item() / seen,
-            "images_per_s": (seen - resumed_seen) / max(elapsed, 1e-9), "time_s": elapsed,
+            "loss": loss_sum.item() / seen,
+            "acc": correct.item() / seen,
+            "images_per_s": (seen - resumed_seen) / max(elapsed, 1e-9),
+            "time_s": elapsed,
             "complete": step == len(loader),
         }
 
     def predict(self, loader: BatchLoader) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits (float32) and labels over a whole split, in eval mode (averaged with mirrored images under flip TTA)."""
-        return predict(self.model, loader, self.amp_dtype, self.flip_tta)
+        """Logits (float32) and labels over a whole split in eval mode (with mirrored images averaged in under TTA)."""
+        return predict(self.model, loader, self.train_step.amp_dtype, self.flip_tta)
 
     def evaluate(self, loader: BatchLoader) -> dict[str, float]:
         """Loss and accuracy over a whole split (validate and test both use this)."""
         logits, labels = self.predict(loader)
         loss = nn.functional.cross_entropy(logits, labels).item()
         return {"loss": loss, "acc": (logits.argmax(1) == labels).double().mean().item()}
-
-    validate = evaluate
-    test = evaluate
 
     def _save(self, best: bool) -> None:
         if self.checkpoints is not None:
@@ -214,7 +221,7 @@ class Trainer:
             lr = self.optimizer.param_groups[0]["lr"]  # where the schedule stands at the end of the epoch
             if not stats["complete"]:  # the time budget ran out mid-epoch: validate what we have and stop
                 stopped_by = "time_budget"
-            val_stats = self.validate(val)
+            val_stats = self.evaluate(val)
             self.epoch += 1
             epoch_time = time.perf_counter() - epoch_start
             self.train_time_s += epoch_time
@@ -223,37 +230,61 @@ class Trainer:
                 self.best_val_acc = val_stats["acc"]
             self.epochs_since_best = 0 if improved else self.epochs_since_best + 1
             metrics = {
-                "train/loss": stats["loss"], "train/acc": stats["acc"], "val/loss": val_stats["loss"],
-                "val/acc": val_stats["acc"], "lr": lr, "throughput/images_per_s": stats["images_per_s"],
+                "train/loss": stats["loss"],
+                "train/acc": stats["acc"],
+                "val/loss": val_stats["loss"],
+                "val/acc": val_stats["acc"],
+                "lr": lr,
+                "throughput/images_per_s": stats["images_per_s"],
                 "time/epoch_s": epoch_time,
             }
             self.tracker.epoch_ended(self.epoch, metrics)
             self._report_tensors()
             self._save(best=improved)
-            if stopped_by is None and self.epoch < epochs and self.rules.prune is not None and self.rules.prune(self.epoch, metrics):
+            if (
+                stopped_by is None
+                and self.epoch < epochs
+                and self.rules.prune is not None
+                and self.rules.prune(self.epoch, metrics)
+            ):
                 stopped_by = "pruned"
             if stopped_by is None and self.rules.patience is not None and self.epochs_since_best >= self.rules.patience:
                 stopped_by = "patience"
-            if stopped_by is None and self.rules.time_budget_s is not None and self.train_time_s >= self.rules.time_budget_s:
+            if (
+                stopped_by is None
+                and self.rules.time_budget_s is not None
+                and self.train_time_s >= self.rules.time_budget_s
+            ):
                 stopped_by = "time_budget"
         return FitResult(self.best_val_acc or 0.0, self.epoch, self.train_time_s, stopped_by)
 
     def state_dict(self) -> dict[str, Any]:
         pos = self.position
         return {
-            "model": self.plain_model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "epoch": self.epoch,
-            "global_step": self.global_step, "best_val_acc": self.best_val_acc, "train_time_s": self.train_time_s,
-            "epochs_since_best": self.epochs_since_best, "first_loss": self.first_loss,
-            "position": {"step": pos.step, "loss_sum": pos.loss_sum, "correct": pos.correct, "seen": pos.seen,
-                         "generator": pos.generator},
+            "model": self.plain_model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.train_step.scaler.state_dict(),
+            "epoch": self.epoch,
+            "global_step": self.global_step,
+            "best_val_acc": self.best_val_acc,
+            "train_time_s": self.train_time_s,
+            "epochs_since_best": self.epochs_since_best,
+            "first_loss": self.first_loss,
+            "position": {
+                "step": pos.step,
+                "loss_sum": pos.loss_sum,
+                "correct": pos.correct,
+                "seen": pos.seen,
+                "generator": pos.generator,
+            },
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.plain_model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        self.train_step.scaler.load_state_dict(state["scaler"])
         self.epoch, self.global_step = state["epoch"], state["global_step"]
         self.best_val_acc, self.train_time_s = state["best_val_acc"], state["train_time_s"]
         self.epochs_since_best, self.first_loss = state["epochs_since_best"], state["first_loss"]

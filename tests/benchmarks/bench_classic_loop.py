@@ -8,7 +8,7 @@ runs (batched uint8 augmentation in memory, channels_last, progress, logging, ch
 validation pass. Same images, same model, batch size and optimizer settings.
 
     python tests/benchmarks/bench_classic_loop.py                        # synthetic data, about 2 minutes
-    python tests/benchmarks/bench_classic_loop.py --data ../shared/data/cifar10-jpeg-train.tar.gz
+    python tests/benchmarks/bench_classic_loop.py --data cifar10-jpeg.tar.gz
 """
 
 import argparse
@@ -19,8 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_loop_overhead import loop_epoch
-from data_args import add_data_argument, compose_train, dataset_overrides
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
@@ -28,6 +26,9 @@ from torchvision import transforms
 from cnnlab.data.build import build_data
 from cnnlab.training.components import build_model, configured_loss, configured_optimizer
 from cnnlab.training.run import seed_everything
+
+from bench_loop_overhead import loop_epoch
+from data_args import add_data_argument, compose_train, dataset_overrides
 
 TARGET = 3.0
 
@@ -45,14 +46,26 @@ class PilImages(Dataset):
         return self.transform(Image.fromarray(self.images[index])), int(self.labels[index])
 
 
-def classic_epoch(cfg, images: np.ndarray, labels: np.ndarray, mean: list[float], std: list[float], workers: int) -> float:
+def classic_epoch(
+    cfg, images: np.ndarray, labels: np.ndarray, mean: list[float], std: list[float], workers: int
+) -> float:
     """Seconds for one epoch of the classic loop."""
-    transform = transforms.Compose([
-        transforms.RandomCrop(images.shape[1], padding=4), transforms.RandomHorizontalFlip(), transforms.ToTensor(),
-        transforms.Normalize(mean, std),
-    ])
-    loader = DataLoader(PilImages(images, labels, transform), batch_size=cfg.batch_size, shuffle=True, drop_last=True,
-                        num_workers=workers, persistent_workers=False)
+    transform = transforms.Compose(
+        [
+            transforms.RandomCrop(images.shape[1], padding=4),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize(mean, std),
+        ]
+    )
+    loader = DataLoader(
+        PilImages(images, labels, transform),
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        persistent_workers=False,
+    )
     seed_everything(cfg.seed)
     height, width, channels = images.shape[1:]
     model = build_model(cfg, (channels, height, width), int(labels.max()) + 1).train()
@@ -74,8 +87,14 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="more train overrides, e.g. batch_size=256")
     args = parser.parse_args()
 
-    overrides = ["model=simple_cnn", "batch_size=128", *dataset_overrides(args.data, args.train_size), "epochs=1",
-                 "device=cpu", *args.overrides]
+    overrides = [
+        "model=simple_cnn",
+        "batch_size=128",
+        *dataset_overrides(args.data, args.train_size),
+        "epochs=1",
+        "device=cpu",
+        *args.overrides,
+    ]
     cfg = compose_train(overrides)
     data = build_data(cfg.dataset, cfg.batch_size, cfg.trainer.eval_batch_size, torch.device("cpu"), cfg.seed, False)
     images = data.train.data.images.permute(0, 2, 3, 1).numpy()  # HWC uint8, as torchvision datasets store them
@@ -90,8 +109,11 @@ def main() -> None:
             "classic, 2 workers": classic_epoch(cfg, images, labels, mean, std, workers=2),
             "cnnlab": loop_epoch(cfg, work)[0],
         }
-        print(f"{'warm-up' if repeat < 0 else f'repeat {repeat + 1}'}: "
-              + ", ".join(f"{k} {v:.2f} s" for k, v in round_times.items()), flush=True)
+        print(
+            f"{'warm-up' if repeat < 0 else f'repeat {repeat + 1}'}: "
+            + ", ".join(f"{k} {v:.2f} s" for k, v in round_times.items()),
+            flush=True,
+        )
         if repeat >= 0:
             for name, seconds in round_times.items():
                 times[name].append(seconds)
@@ -99,14 +121,18 @@ def main() -> None:
     classic = min(median["classic, 0 workers"], median["classic, 2 workers"])
     speedup = classic / median["cnnlab"]
     count = len(labels) // cfg.batch_size * cfg.batch_size
-    print(f"\nsimple_cnn, batch {cfg.batch_size}, {count:,} training images per epoch, {cfg.dataset.name}, "
-          f"{torch.get_num_threads()} threads, median of {args.repeats}\n")
+    print(
+        f"\nsimple_cnn, batch {cfg.batch_size}, {count:,} training images per epoch, {cfg.dataset.name}, "
+        f"{torch.get_num_threads()} threads, median of {args.repeats}\n"
+    )
     print("| loop | seconds per epoch | images/s |")
     print("|---|---:|---:|")
     for name, seconds in median.items():
         print(f"| {name} | {seconds:.2f} | {count / seconds:,.0f} |")
-    print(f"\ncnnlab is {speedup:.2f}x faster per epoch than the faster classic loop (target >= {TARGET:.0f}x): "
-          f"{'met' if speedup >= TARGET else 'NOT met'}")
+    print(
+        f"\ncnnlab is {speedup:.2f}x faster per epoch than the faster classic loop (target >= {TARGET:.0f}x): "
+        f"{'met' if speedup >= TARGET else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

@@ -51,16 +51,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         (work / "broken.pt").write_bytes(b"not a checkpoint")
-        later = [["eval", f"ckpt={work / 'broken.pt'}"],
-                 ["train", "experiment=smoke", "dataset.train_size=100", "dataset.val_size=500"]]
+        later = [
+            ["eval", f"ckpt={work / 'broken.pt'}"],
+            ["train", "experiment=smoke", "dataset.train_size=100", "dataset.val_size=500"],
+        ]
         print(f"{'seconds':>8}  mistake -> message")
         config_times = []
         for mistake in CONFIG_MISTAKES:
             seconds, line = time_to_error(mistake, work, args.repeat)
             config_times.append(seconds)
             print(f"{seconds:8.2f}  {' '.join(mistake)} -> {line[:110]}")
-        print(f"config mistakes: slowest {max(config_times):.2f} s, median {statistics.median(config_times):.2f} s "
-              f"(target < {TARGET_S:.0f} s): {'met' if max(config_times) < TARGET_S else 'NOT met'}")
+        print(
+            f"config mistakes: slowest {max(config_times):.2f} s, median {statistics.median(config_times):.2f} s "
+            f"(target < {TARGET_S:.0f} s): {'met' if max(config_times) < TARGET_S else 'NOT met'}"
+        )
         leftovers = sorted(str(p.relative_to(work)) for p in work.rglob("*") if p.name != "broken.pt")
         print(f"files left behind by the config mistakes: {leftovers[:3] if leftovers else 'none'}")
         for mistake in later:

@@ -7,7 +7,7 @@ The bare side trains a fresh copy of the same model with the same optimizer on a
 already normalised batches, for the same number of steps. The two alternate, and medians are compared.
 
     python tests/benchmarks/bench_loop_overhead.py                       # synthetic data, about 2 minutes
-    python tests/benchmarks/bench_loop_overhead.py --data ../shared/data/cifar10-jpeg-train.tar.gz
+    python tests/benchmarks/bench_loop_overhead.py --data cifar10-jpeg.tar.gz
 """
 
 import argparse
@@ -18,11 +18,12 @@ import time
 from pathlib import Path
 
 import torch
-from data_args import add_data_argument, compose_train, dataset_overrides
 
-from cnnlab.training.components import build_model, configured_loss, configured_optimizer
+from cnnlab.training.components import build_model, configured_step
 from cnnlab.training.run import PreparedRun, prepare_run, seed_everything
-from cnnlab.training.throughput import train_step
+from cnnlab.training.throughput import training_steps
+
+from data_args import add_data_argument, compose_train, dataset_overrides
 
 TARGET = 0.05
 
@@ -30,7 +31,7 @@ TARGET = 0.05
 def loop_epoch(cfg, work: Path) -> tuple[float, int]:
     """Seconds of one cnnlab epoch without its validation pass, and the steps it took."""
     run: PreparedRun = prepare_run(cfg, Path(tempfile.mkdtemp(dir=work)))
-    trainer, validate = run.trainer, run.trainer.validate
+    trainer, validate = run.trainer, run.trainer.evaluate
     validation_s = 0.0
 
     def timed_validate(loader):
@@ -40,7 +41,7 @@ def loop_epoch(cfg, work: Path) -> tuple[float, int]:
         validation_s += time.perf_counter() - start
         return result
 
-    trainer.validate = timed_validate
+    trainer.evaluate = timed_validate
     with run.tracker:
         run.tracker.run_started(run.info)
         start = time.perf_counter()
@@ -54,7 +55,7 @@ def bare_steps(cfg, steps: int, batches: list[tuple[torch.Tensor, torch.Tensor]]
     seed_everything(cfg.seed)
     memory_format = torch.channels_last if cfg.trainer.channels_last else torch.contiguous_format
     model = build_model(cfg, tuple(batches[0][0].shape[1:]), num_classes).to(memory_format=memory_format).train()
-    step = train_step(model, configured_optimizer(cfg, model), configured_loss(cfg), itertools.cycle(batches))
+    step = training_steps(configured_step(cfg, model, torch.device("cpu")), itertools.cycle(batches))
     start = time.perf_counter()
     for _ in range(steps):
         step()
@@ -72,8 +73,14 @@ def main() -> None:
 
     probe = compose_train([f"experiment={args.experiment}", *args.overrides])
     synthetic_size = int(args.steps * probe.batch_size / 0.9) + 1  # 10% is held out for validation
-    overrides = [f"experiment={args.experiment}", *dataset_overrides(args.data, synthetic_size), "epochs=1",
-                 "trainer.time_budget=null", "device=cpu", *args.overrides]
+    overrides = [
+        f"experiment={args.experiment}",
+        *dataset_overrides(args.data, synthetic_size),
+        "epochs=1",
+        "trainer.time_budget=null",
+        "device=cpu",
+        *args.overrides,
+    ]
     cfg = compose_train(overrides)
     work = Path(tempfile.mkdtemp(prefix="cnnlab-bench-overhead-"))
     first = prepare_run(cfg, work / "probe")
@@ -85,18 +92,27 @@ def main() -> None:
         seconds, steps = loop_epoch(cfg, work)
         loop_times.append(seconds)
         bare_times.append(bare_steps(cfg, steps, batches, len(first.data.classes)))
-        print(f"repeat {repeat + 1}: cnnlab epoch {loop_times[-1]:.2f} s, bare {bare_times[-1]:.2f} s ({steps} steps)", flush=True)
+        print(
+            f"repeat {repeat + 1}: cnnlab epoch {loop_times[-1]:.2f} s, bare {bare_times[-1]:.2f} s ({steps} steps)",
+            flush=True,
+        )
     loop_s, bare_s = statistics.median(loop_times), statistics.median(bare_times)
     overhead = loop_s / bare_s - 1
     images = steps * cfg.batch_size
-    print(f"\nloop overhead, {args.experiment} model, batch {cfg.batch_size}, {steps} steps per epoch, "
-          f"{cfg.dataset.name}, {torch.get_num_threads()} threads, median of {args.repeats}\n")
+    print(
+        f"\nloop overhead, {args.experiment} model, batch {cfg.batch_size}, {steps} steps per epoch, "
+        f"{cfg.dataset.name}, {torch.get_num_threads()} threads, median of {args.repeats}\n"
+    )
     print("| side | seconds per epoch | images/s |")
     print("|---|---:|---:|")
     print(f"| bare forward/backward/step (pre-made batches) | {bare_s:.2f} | {images / bare_s:,.0f} |")
-    print(f"| cnnlab epoch (data, augmentation, progress, logging, checkpoint) | {loop_s:.2f} | {images / loop_s:,.0f} |")
-    print(f"\noverhead {100 * overhead:+.1f}% of the bare step time (target <= {100 * TARGET:.0f}%): "
-          f"{'met' if overhead <= TARGET else 'NOT met'}")
+    print(
+        f"| cnnlab epoch (data, augmentation, progress, logging, checkpoint) | {loop_s:.2f} | {images / loop_s:,.0f} |"
+    )
+    print(
+        f"\noverhead {100 * overhead:+.1f}% of the bare step time (target <= {100 * TARGET:.0f}%): "
+        f"{'met' if overhead <= TARGET else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Search strategies side by side: grid vs random vs TPE vs GP on the same trial budget, and TPE with vs without pruning.
+"""Search strategies side by side: grid, random, TPE and GP on one trial budget, and TPE with and without pruning.
 
 Every strategy searches the same space (learning rate and weight decay, both log scale) with the same
 number of trials and the same short training per trial, through the real `cnnlab -m` command. Printed
@@ -6,7 +6,7 @@ per strategy: best validation accuracy, compute spent (training seconds and epoc
 pruned trials and wall time.
 
     python tests/benchmarks/bench_search.py                                   # synthetic data, a few minutes
-    python tests/benchmarks/bench_search.py --data ../shared/data/cifar10-jpeg-train.tar.gz   # CIFAR-10 JPEG copy
+    python tests/benchmarks/bench_search.py --data cifar10-jpeg.tar.gz   # CIFAR-10 JPEG copy
 
 With --data, a class-balanced subset (--per-class images per class) of the image folder is searched,
 with 20% of it held out for validation.
@@ -94,8 +94,11 @@ def main() -> None:
     cnnlab = shutil.which("cnnlab") or str(Path(sys.executable).with_name("cnnlab"))
     common = [f"model={args.model}", f"epochs={args.epochs}", "batch_size=128", "trainer.histograms=false"]
     if args.data:
-        common += ["dataset=imagefolder", f"dataset.root={image_subset(args.data, args.per_class, work)}",
-                   "dataset.val_size=0.2"]
+        common += [
+            "dataset=imagefolder",
+            f"dataset.root={image_subset(args.data, args.per_class, work)}",
+            "dataset.val_size=0.2",
+        ]
         data_name = f"{args.data.name}, {args.per_class} images per class"
     else:
         common += ["dataset=synthetic", "dataset.train_size=5000", "dataset.val_size=1000", "dataset.test_size=500"]
@@ -105,23 +108,32 @@ def main() -> None:
     for name, extra in strategies(args.trials).items():
         sweep = out / name.replace("+", "_").replace(" ", "_")
         start = time.perf_counter()
-        done = subprocess.run([cnnlab, "-m", *common, *extra, f"hydra.sweep.dir={sweep}"], capture_output=True, text=True)
+        done = subprocess.run(
+            [cnnlab, "-m", *common, *extra, f"hydra.sweep.dir={sweep}"], capture_output=True, text=True
+        )
         if done.returncode != 0:
             sys.exit(f"{name} failed:\n{done.stderr[-3000:]}")
         results[name] = summarize(sweep, time.perf_counter() - start)
         print(f"{name}: {results[name]}", flush=True)
 
-    print(f"\nsearch over lr and weight decay, {args.trials} trials x {args.epochs} epochs, model={args.model}, {data_name}\n")
+    print(
+        f"\nsearch over lr and weight decay, {args.trials} trials x {args.epochs} epochs, "
+        f"model={args.model}, {data_name}\n"
+    )
     header = "| strategy | trials | best val acc | pruned | failed | epochs trained | training s | wall s |"
     print(header)
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in results.items():
-        print(f"| {name} | {r['trials']} | {r['best_val_acc']:.4f} | {r['pruned']} | {r['failed']} | "
-              f"{r['epochs_trained']} | {r['train_s']:.0f} | {r['wall_s']:.0f} |")
+        print(
+            f"| {name} | {r['trials']} | {r['best_val_acc']:.4f} | {r['pruned']} | {r['failed']} | "
+            f"{r['epochs_trained']} | {r['train_s']:.0f} | {r['wall_s']:.0f} |"
+        )
     base, pruned = results["tpe"], results["tpe+median pruning"]
-    print(f"\npruning: {pruned['epochs_trained']}/{base['epochs_trained']} epochs "
-          f"({pruned['train_s'] / max(base['train_s'], 1e-9):.2f}x the training time of TPE without it), "
-          f"best val acc {pruned['best_val_acc']:.4f} vs {base['best_val_acc']:.4f}")
+    print(
+        f"\npruning: {pruned['epochs_trained']}/{base['epochs_trained']} epochs "
+        f"({pruned['train_s'] / max(base['train_s'], 1e-9):.2f}x the training time of TPE without it), "
+        f"best val acc {pruned['best_val_acc']:.4f} vs {base['best_val_acc']:.4f}"
+    )
     print(f"sweep folders: {out}")
 
 

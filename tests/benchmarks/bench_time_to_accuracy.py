@@ -6,7 +6,7 @@ validation accuracy (flip TTA when the preset turns it on). The command's whole 
 data loading, the budget probe and the final evaluation included) is printed as well.
 
     python tests/benchmarks/bench_time_to_accuracy.py                                  # synthetic data, 1-minute budget
-    python tests/benchmarks/bench_time_to_accuracy.py --data ../shared/data/cifar10-jpeg-train.tar.gz   # the preset's 30 minutes
+    python tests/benchmarks/bench_time_to_accuracy.py --data cifar10-jpeg.tar.gz   # a CIFAR-10 image folder: 30 min
     python tests/benchmarks/bench_time_to_accuracy.py --data <same> --experiment cifar10_10min
 """
 
@@ -53,7 +53,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_argument(parser)
     parser.add_argument("--experiment", default="cifar10_fast")
-    parser.add_argument("--budget", help="trainer.time_budget (default: 1m on synthetic data, the preset's own with --data)")
+    parser.add_argument(
+        "--budget", help="trainer.time_budget (default: 1m on synthetic data, the preset's own with --data)"
+    )
     parser.add_argument("--out", type=Path, help="folder for the run, CSV and PNG (default: a temporary folder)")
     parser.add_argument("overrides", nargs="*", help="more train overrides")
     args = parser.parse_args()
@@ -61,9 +63,15 @@ def main() -> None:
     out = args.out or Path(tempfile.mkdtemp(prefix="cnnlab-bench-tta-"))
     out.mkdir(parents=True, exist_ok=True)
     budget = args.budget or (None if args.data else "1m")
-    command = [shutil.which("cnnlab") or str(Path(sys.executable).with_name("cnnlab")), "train",
-               f"experiment={args.experiment}", *dataset_overrides(args.data, 20_000),
-               *([f"trainer.time_budget={budget}"] if budget else []), f"hydra.run.dir={out / 'run'}", *args.overrides]
+    command = [
+        shutil.which("cnnlab") or str(Path(sys.executable).with_name("cnnlab")),
+        "train",
+        f"experiment={args.experiment}",
+        *dataset_overrides(args.data, 20_000),
+        *([f"trainer.time_budget={budget}"] if budget else []),
+        f"hydra.run.dir={out / 'run'}",
+        *args.overrides,
+    ]
     print(" ".join(command), flush=True)
     start = time.perf_counter()
     if subprocess.run(command).returncode != 0:
@@ -74,16 +82,28 @@ def main() -> None:
     rows, train_s = [], 0.0
     for entry in metrics["history"]:
         train_s += entry["time/epoch_s"]
-        rows.append({"epoch": entry["epoch"], "elapsed_min": round(entry["time/elapsed_s"] / 60, 3),
-                     "train_min": round(train_s / 60, 3), "val_acc": round(entry["val/acc"], 4),
-                     "train_acc": round(entry["train/acc"], 4), "lr": entry["lr"]})
+        rows.append(
+            {
+                "epoch": entry["epoch"],
+                "elapsed_min": round(entry["time/elapsed_s"] / 60, 3),
+                "train_min": round(train_s / 60, 3),
+                "val_acc": round(entry["val/acc"], 4),
+                "train_acc": round(entry["train/acc"], 4),
+                "lr": entry["lr"],
+            }
+        )
     data_name = "synthetic" if args.data is None else args.data.name
     write_csv(rows, out / "time_to_accuracy.csv")
-    write_plot(rows, f"{args.experiment} on {data_name} ({metrics['threads']} {metrics['device']} threads)",
-               out / "time_to_accuracy.png")
+    write_plot(
+        rows,
+        f"{args.experiment} on {data_name} ({metrics['threads']} {metrics['device']} threads)",
+        out / "time_to_accuracy.png",
+    )
 
-    print(f"\n{args.experiment} on {data_name}, device {metrics['device']}, {metrics['threads']} threads, "
-          f"{metrics['macs'] / 1e6:.1f} M MACs per image\n")
+    print(
+        f"\n{args.experiment} on {data_name}, device {metrics['device']}, {metrics['threads']} threads, "
+        f"{metrics['macs'] / 1e6:.1f} M MACs per image\n"
+    )
     print("| epoch | minutes since start | training minutes | val acc |")
     print("|---:|---:|---:|---:|")
     for r in rows:
@@ -92,8 +112,10 @@ def main() -> None:
         first = next((r for r in rows if r["val_acc"] >= level), None)
         reached = f"after {first['elapsed_min']:.1f} min (epoch {first['epoch']})" if first else "not reached"
         print(f"{100 * level:.0f}% validation accuracy: {reached}")
-    print(f"\nbest {100 * metrics['best_val_acc']:.2f}% | whole command {command_min:.1f} min | "
-          f"{out / 'time_to_accuracy.csv'} | {out / 'time_to_accuracy.png'}")
+    print(
+        f"\nbest {100 * metrics['best_val_acc']:.2f}% | whole command {command_min:.1f} min | "
+        f"{out / 'time_to_accuracy.csv'} | {out / 'time_to_accuracy.png'}"
+    )
 
 
 if __name__ == "__main__":

@@ -5,19 +5,20 @@ training images/s (augmented batches, forward, backward, optimizer step), infere
 warm-up time (compilation included). MACs per image put the wall-clock figures next to the FLOP count.
 
     python tests/benchmarks/bench_variants.py                             # synthetic data, about 5 minutes
-    python tests/benchmarks/bench_variants.py --data ../shared/data/cifar10-jpeg-train.tar.gz
+    python tests/benchmarks/bench_variants.py --data cifar10-jpeg.tar.gz
     python tests/benchmarks/bench_variants.py --no-compile --seconds 2    # quicker
 """
 
 import argparse
 
 import torch
-from data_args import add_data_argument, compose_train, dataset_overrides
 
 from cnnlab.data.build import build_data
 from cnnlab.models.stats import count_macs
-from cnnlab.tasks.bench import VARIANTS, measure_variant
+from cnnlab.training.bench import VARIANTS, measure_variant
 from cnnlab.training.components import build_model
+
+from data_args import add_data_argument, compose_train, dataset_overrides
 
 MODELS = {
     "cifar10_fast": ["experiment=cifar10_fast"],
@@ -39,8 +40,12 @@ def main() -> None:
     variants = [v for v, (_, compiled) in VARIANTS.items() if not (compiled and args.no_compile)]
     rows = []
     for name in args.models:
-        cfg = compose_train([*MODELS[name], *dataset_overrides(args.data, 4000), "device=cpu", f"+bench.seconds={args.seconds}"])
-        data = build_data(cfg.dataset, cfg.batch_size, cfg.trainer.eval_batch_size, torch.device("cpu"), cfg.seed, False)
+        cfg = compose_train(
+            [*MODELS[name], *dataset_overrides(args.data, 4000), "device=cpu", f"+bench.seconds={args.seconds}"]
+        )
+        data = build_data(
+            cfg.dataset, cfg.batch_size, cfg.trainer.eval_batch_size, torch.device("cpu"), cfg.seed, False
+        )
         macs = count_macs(build_model(cfg, data.input_shape, len(data.classes)), data.input_shape)
         for variant in variants:
             result = measure_variant(cfg, data, torch.device("cpu"), variant)
@@ -52,8 +57,10 @@ def main() -> None:
     print("|---|---:|---:|---|---:|---:|---:|---:|")
     for name, macs, batch, variant, r in rows:
         gflops = 6 * macs * r["train_images_per_s"] / 1e9  # forward 2 FLOPs per MAC, backward about twice that
-        print(f"| {name} | {macs / 1e6:.1f} | {batch} | {variant} | {r['train_images_per_s']:,.0f} | {gflops:.0f} | "
-              f"{r['inference_images_per_s']:,.0f} | {r['warmup_s']:.1f} |")
+        print(
+            f"| {name} | {macs / 1e6:.1f} | {batch} | {variant} | {r['train_images_per_s']:,.0f} | {gflops:.0f} | "
+            f"{r['inference_images_per_s']:,.0f} | {r['warmup_s']:.1f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Where the performance benchmarks get their data: synthetic images by default, or a CIFAR-10 image folder.
 
-`--data` takes an image folder or the .tar.gz of one (such as the shared CIFAR-10 JPEG copy). An archive
+`--data` takes an image folder or the .tar.gz of one (such as a CIFAR-10 image-folder copy). An archive
 is unpacked once into a fixed folder under the cnnlab cache, with the archive's file times, so later
 runs find cnnlab's decoded-image cache valid instead of decoding 50,000 JPEGs again.
 """
@@ -17,8 +17,11 @@ import cnnlab.config.resolvers  # noqa: F401 - registers the resolvers the confi
 
 
 def add_data_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", type=Path, help="an image folder or its .tar.gz, e.g. ../shared/data/cifar10-jpeg-train.tar.gz "
-                                                  "(default: synthetic data)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="an image folder or its .tar.gz, e.g. cifar10-jpeg.tar.gz (default: synthetic data)",
+    )
 
 
 def image_folder(data: Path) -> Path:
@@ -49,8 +52,12 @@ def _dataset_root(folder: Path) -> Path:
 def dataset_overrides(data: Path | None, synthetic_train_size: int = 10_000) -> list[str]:
     """Train overrides that select the data: the held-out validation split is 10% of the images either way."""
     if data is None:
-        return ["dataset=synthetic", f"dataset.train_size={synthetic_train_size}", "dataset.val_size=0.1",
-                "dataset.test_size=1000"]
+        return [
+            "dataset=synthetic",
+            f"dataset.train_size={synthetic_train_size}",
+            "dataset.val_size=0.1",
+            "dataset.test_size=1000",
+        ]
     return ["dataset=imagefolder", f"dataset.root={image_folder(data)}", "dataset.val_size=0.1"]
 
 

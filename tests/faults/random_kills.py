@@ -33,10 +33,26 @@ from pathlib import Path
 
 import torch
 
-RUN = ["train", "experiment=smoke", "model=simple_cnn", "device=cpu", "dataset.train_size=2400", "dataset.val_size=200",
-       "dataset.test_size=200", "batch_size=32"]  # about 2 s an epoch on one thread, 0.5 MB checkpoints
-SWEEP = ["-m", "sweeper=random", "lr=tag(log,interval(1e-2,0.5))", "experiment=smoke", "epochs=2",
-         "dataset.train_size=600", "dataset.val_size=200", "dataset.test_size=200"]
+RUN = [
+    "train",
+    "experiment=smoke",
+    "model=simple_cnn",
+    "device=cpu",
+    "dataset.train_size=2400",
+    "dataset.val_size=200",
+    "dataset.test_size=200",
+    "batch_size=32",
+]  # about 2 s an epoch on one thread, 0.5 MB checkpoints
+SWEEP = [
+    "-m",
+    "sweeper=random",
+    "lr=tag(log,interval(1e-2,0.5))",
+    "experiment=smoke",
+    "epochs=2",
+    "dataset.train_size=600",
+    "dataset.val_size=200",
+    "dataset.test_size=200",
+]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 ENV.pop("HYDRA_FULL_ERROR", None)
 
@@ -48,8 +64,9 @@ def cnnlab_command() -> str:
 
 def start(args: list[str], cwd: Path, log: Path) -> subprocess.Popen:
     with open(log, "a") as out:
-        return subprocess.Popen([cnnlab_command(), *args], cwd=cwd, env=ENV, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        return subprocess.Popen(
+            [cnnlab_command(), *args], cwd=cwd, env=ENV, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
 
 def kill(proc: subprocess.Popen) -> None:
@@ -139,21 +156,26 @@ def run_mode(kills: int, epochs: int, work: Path, rng: random.Random) -> bool:
         # an epoch is printed just before its checkpoint is written: a kill in between may cost that one
         lost += max(0, printed - on_disk.get("last.pt", 0) - 1)
         with open(log, "a") as out:
-            out.write(f"\n== kill {done}: epochs printed {printed}, checkpoint epochs {on_disk}, {bad} unreadable, "
-                      f"during a write: {hit}\n")
+            out.write(
+                f"\n== kill {done}: epochs printed {printed}, checkpoint epochs {on_disk}, {bad} unreadable, "
+                f"during a write: {hit}\n"
+            )
         expected_start = on_disk.get("last.pt", 0) + 1
         proc = start(["train", f"resume={victim}"], work, log)
     if expected_start is not None and wait_until(lambda: "resuming" in since_last_kill(), 180, proc):
         lost += resume_gap(since_last_kill(), expected_start)
     finished = proc.wait(timeout=900) == 0 and straight.wait(timeout=900) == 0
     same = finished and comparable(json.loads((victim / "metrics.json").read_text())) == comparable(
-        json.loads((reference / "metrics.json").read_text()))
+        json.loads((reference / "metrics.json").read_text())
+    )
     if finished:
         weights = [torch.load(f / "checkpoints" / "last.pt", weights_only=True)["model"] for f in (victim, reference)]
         same = same and all(torch.equal(weights[0][k], weights[1][k]) for k in weights[1])
-    print(f"{done} kills, {done} resumes, {lost} lost epochs, {unreadable} unreadable checkpoints "
-          f"({during_write} kills during a checkpoint write); the killed run ends identical to an uninterrupted one: "
-          f"{'yes' if same else 'NO'} (log: {log})")
+    print(
+        f"{done} kills, {done} resumes, {lost} lost epochs, {unreadable} unreadable checkpoints "
+        f"({during_write} kills during a checkpoint write); the killed run ends identical to an uninterrupted one: "
+        f"{'yes' if same else 'NO'} (log: {log})"
+    )
     return done == kills and lost == 0 and unreadable == 0 and same
 
 
@@ -169,7 +191,11 @@ def trials(sweep: Path) -> dict[str, dict]:
             metrics = {}  # killed before its first epoch was recorded
         overrides_file = folder / ".hydra" / "overrides.yaml"
         overrides = overrides_file.read_text() if overrides_file.is_file() else ""
-        found[folder.name] = {"status": metrics.get("status"), "ended_at": metrics.get("ended_at"), "overrides": overrides}
+        found[folder.name] = {
+            "status": metrics.get("status"),
+            "ended_at": metrics.get("ended_at"),
+            "overrides": overrides,
+        }
     return found
 
 
@@ -185,8 +211,16 @@ def sweep_mode(kills: int, n_trials: int, work: Path, rng: random.Random) -> boo
     while done < kills:
         before = set(trials(sweep)) if sweep.is_dir() else set()
         proc = start(args, work, log)
-        started = wait_until(lambda: sweep.is_dir() and any(
-            name not in before and t["status"] == "running" for name, t in trials(sweep).items()), 180, proc)
+
+        def new_trial_running(before: set[str] = before) -> bool:
+            running = [n for n, t in trials(sweep).items() if t["status"] == "running"] if sweep.is_dir() else []
+            return any(n not in before for n in running)
+
+        started = wait_until(
+            new_trial_running,
+            180,
+            proc,
+        )
         time.sleep(rng.uniform(0, 2))  # into that trial's training (a trial takes a few seconds)
         if not started or proc.poll() is not None:
             break  # the sweep ended before it could be killed again
@@ -200,8 +234,10 @@ def sweep_mode(kills: int, n_trials: int, work: Path, rng: random.Random) -> boo
     repeated += len(completed) - len(set(completed))
     cut_short = [t["overrides"] for t in everything.values() if t["status"] in ("running", None) and t["overrides"]]
     lost = sum(o not in completed for o in cut_short) + max(0, n_trials - len(completed))
-    print(f"{done} kills, {done} resumes, {lost} lost trials, {repeated} repeated trials; {len(completed)} of {n_trials} "
-          f"trials completed, {len(cut_short)} cut short and retried (exit {final.returncode}; log: {log})")
+    print(
+        f"{done} kills, {done} resumes, {lost} lost trials, {repeated} repeated trials; {len(completed)} of {n_trials} "
+        f"trials completed, {len(cut_short)} cut short and retried (exit {final.returncode}; log: {log})"
+    )
     return done == kills and final.returncode == 0 and lost == 0 and repeated == 0 and len(completed) == n_trials
 
 

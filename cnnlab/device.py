@@ -8,14 +8,19 @@ from cnnlab.errors import UserError
 
 
 def resolve_device(name: str) -> torch.device:
+    """`device`: auto (CUDA, else Apple's MPS, else the CPU), cpu, cuda, cuda:N or mps; a missing one is a UserError."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise UserError(f"device={name} but CUDA is not available here; use device=cpu or device=auto")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UserError(f"device={name} but only {torch.cuda.device_count()} CUDA device(s) exist; use device=cuda:0")
+            raise UserError(
+                f"device={name} but only {torch.cuda.device_count()} CUDA device(s) exist; use device=cuda:0"
+            )
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise UserError("device=mps but MPS is not available here; use device=cpu or device=auto")
     return device

@@ -4,13 +4,13 @@ Counted with torch.bincount: importing torchmetrics for these two numbers cost 2
 every run (every trial of a search), more than a short trial trains.
 """
 
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import nn
 
-from cnnlab.data.loader import BatchLoader
-from cnnlab.training.device import autocast
+from cnnlab.device import autocast
 
 
 def classification_report(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, Any]:
@@ -29,7 +29,10 @@ def classification_report(logits: torch.Tensor, labels: torch.Tensor, num_classe
 
 @torch.no_grad()
 def predict(
-    model: nn.Module, loader: BatchLoader, amp_dtype: torch.dtype | None = None, flip_tta: bool = False,
+    model: nn.Module,
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    amp_dtype: torch.dtype | None = None,
+    flip_tta: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits (float32) and labels over a whole split in eval mode; flip_tta averages with mirrored images."""
     model.eval()

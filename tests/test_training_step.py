@@ -1,0 +1,84 @@
+"""One training step: the loop, the time-budget probe and `cnnlab bench` train through the same TrainStep."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import cnnlab.training.step as step_module
+from cnnlab.training.run import prepare_run
+from cnnlab.training.step import TrainStep
+
+TINY = [
+    "experiment=smoke",
+    "device=cpu",
+    "dataset.train_size=300",
+    "dataset.val_size=100",
+    "dataset.test_size=100",
+    "batch_size=50",
+    "trainer.histograms=false",
+]
+
+
+@pytest.fixture
+def autocast_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, torch.dtype | None]]:
+    """Every autocast TrainStep enters, as (phase, device type, dtype); the test sets the phase in calls[0]."""
+    calls: list = [["setup"]]
+    real = step_module.autocast
+
+    def recording(device: torch.device, dtype: torch.dtype | None):
+        calls.append((calls[0][0], device.type, dtype))
+        return real(device, dtype)
+
+    monkeypatch.setattr(step_module, "autocast", recording)
+    return calls
+
+
+@pytest.mark.parametrize(("amp", "dtype"), [("true", torch.bfloat16), ("false", None)])
+def test_budget_probe_and_loop_take_the_same_step_with_the_same_autocast(
+    compose_train,
+    tmp_path: Path,
+    autocast_calls: list,
+    amp: str,
+    dtype: torch.dtype | None,
+) -> None:
+    cfg = compose_train([*TINY, f"trainer.amp={amp}", "trainer.time_budget=10m"])
+    autocast_calls[0][0] = "probe"
+    run = prepare_run(cfg, tmp_path)  # the time budget makes it time the step first
+    autocast_calls[0][0] = "loop"
+    with run.tracker:
+        run.trainer.fit(run.data.train, run.data.val, epochs=1)
+    probe = {(device, d) for phase, device, d in autocast_calls[1:] if phase == "probe"}
+    loop = {(device, d) for phase, device, d in autocast_calls[1:] if phase == "loop"}
+    assert probe == loop == {("cpu", dtype)}
+    assert sum(phase == "loop" for phase, *_ in autocast_calls[1:]) == len(run.data.train)  # one step per batch
+
+
+def test_bench_measures_through_the_run_step(compose_train, autocast_calls: list) -> None:
+    from cnnlab.data.build import build_data
+    from cnnlab.training.bench import measure_variant
+
+    cfg = compose_train([*TINY, "trainer.amp=true", "+bench.seconds=0.01", "+bench.compile=false"])
+    data = build_data(cfg.dataset, cfg.batch_size, cfg.trainer.eval_batch_size, torch.device("cpu"), cfg.seed, False)
+    autocast_calls[0][0] = "bench"
+    row = measure_variant(cfg, data, torch.device("cpu"), "eager")
+    assert row["train_images_per_s"] > 0
+    assert {(device, d) for _, device, d in autocast_calls[1:]} == {("cpu", torch.bfloat16)}
+
+
+def test_step_trains_and_steps_the_schedule_once_per_batch() -> None:
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (1 + step))
+    step = TrainStep(
+        model, optimizer, nn.CrossEntropyLoss(), device=torch.device("cpu"), amp_dtype=None, scheduler=scheduler
+    )
+    images, labels = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    first, _ = step(images, labels)
+    for _ in range(20):
+        loss, logits = step(images, labels)
+    assert loss < first and not loss.requires_grad and logits.shape == (16, 3)
+    assert scheduler.last_epoch == 21 and optimizer.param_groups[0]["lr"] == pytest.approx(0.5 / 22)
+    assert not step.scaler.is_enabled()  # loss scaling is for float16 only
