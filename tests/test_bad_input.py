@@ -176,6 +176,21 @@ CASES = {
     "from_sweep of a missing folder": Case(
         ("train", "from_sweep={tmp}/no-sweep"), "no-sweep is not a sweep folder", "outputs/sweeps/"
     ),
+    "sweep database that cannot open": Case(
+        ("-m", "sweeper=random", "lr=tag(log,interval(1e-3,1))", "hydra.sweeper.storage=sqlite:///{tmp}/no-dir/s.db"),
+        "hydra.sweeper.storage='sqlite:///{tmp}/no-dir/s.db' cannot be opened",
+        "sqlite:///study.db in a folder that exists",
+    ),
+    "sweep database of no known kind": Case(
+        ("-m", "sweeper=random", "lr=tag(log,interval(1e-3,1))", "hydra.sweeper.storage=foo://bar"),
+        "cannot be opened (Can't load plugin: sqlalchemy.dialects:foo)",
+        "a path ending in .journal",
+    ),
+    "sweep database in memory": Case(
+        ("-m", "sweeper=random", "lr=tag(log,interval(1e-3,1))", "hydra.sweeper.storage=sqlite://"),
+        "is an in-memory database, which the trials' processes cannot share",
+        "sqlite:///study.db",
+    ),
 }
 
 

@@ -167,7 +167,7 @@ def test_a_dead_sweeps_finished_trials_are_recorded_and_the_rest_requeued(tmp_pa
     import optuna
     from omegaconf import OmegaConf
 
-    from cnnlab.sweeps.study import counts_toward_budget, open_storage
+    from cnnlab.sweeps.study import counts_toward_budget, storage_for
     from cnnlab.sweeps.sweeper import OptunaSweep
 
     sweep = OptunaSweep(
@@ -181,14 +181,14 @@ def test_a_dead_sweeps_finished_trials_are_recorded_and_the_rest_requeued(tmp_pa
         study_name="cnnlab",
         report_metric="val/acc",
     )
-    study = optuna.create_study(storage=open_storage(None, tmp_path), study_name="cnnlab", direction="maximize")
+    study = optuna.create_study(storage=storage_for(None, tmp_path), study_name="cnnlab", direction="maximize")
     lr = optuna.distributions.FloatDistribution(1e-3, 1, log=True)
     first, second = study.ask({"lr": lr}), study.ask({"lr": lr})
     for trial, metrics in ((first, {"status": "completed", "best_val_acc": 0.9}), (second, {"status": "running"})):
         (tmp_path / str(trial.number)).mkdir()
         (tmp_path / str(trial.number) / "metrics.json").write_text(json.dumps(metrics))
 
-    reopened = optuna.load_study(study_name="cnnlab", storage=open_storage(None, tmp_path))
+    reopened = optuna.load_study(study_name="cnnlab", storage=storage_for(None, tmp_path))
     assert sweep._recover(reopened, tmp_path) == [1]
     trials = reopened.get_trials()
     assert trials[0].state == optuna.trial.TrialState.COMPLETE and trials[0].value == 0.9

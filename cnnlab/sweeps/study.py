@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages import BaseStorage
+from optuna.storages import BaseStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 
@@ -23,21 +23,38 @@ JOURNAL_FILE = "study.journal"
 DIRECTIONS = ("maximize", "minimize")
 
 
-def open_storage(url: str | None, sweep_dir: Path) -> BaseStorage | str:
-    """None: a journal file in the sweep folder; a path ending in .journal: that file; else an RDB URL."""
+STORAGE_HELP = (
+    "use null (a journal file in the sweep folder), a path ending in .journal, or a database URL such as "
+    "sqlite:///study.db in a folder that exists (PostgreSQL and MySQL URLs need their Python driver installed)"
+)
+IN_MEMORY_URLS = ("sqlite://", "sqlite:///:memory:")
+
+
+def storage_for(url: str | None, sweep_dir: Path) -> BaseStorage:
+    """None: a journal file in the sweep folder; a path ending in .journal: that file; else a database URL.
+
+    The database is opened here, so a malformed URL, a missing driver or an unreachable server is one
+    line before any trial starts.
+    """
     if url in (None, ""):
         return JournalStorage(JournalFileBackend(str(sweep_dir / JOURNAL_FILE)))
     text = str(url)
     if "://" not in text:
         if not text.endswith(".journal"):
-            raise UserError(
-                f"hydra.sweeper.storage={text!r} is not a storage: use null (a journal file in the sweep folder), "
-                "a path ending in .journal, or a database URL such as sqlite:///study.db"
-            )
+            raise UserError(f"hydra.sweeper.storage={text!r} is not a storage: {STORAGE_HELP}")
         path = Path(text).expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
-    return text
+    if text in IN_MEMORY_URLS:
+        raise UserError(
+            f"hydra.sweeper.storage={text!r} is an in-memory database, which the trials' processes cannot share: "
+            f"{STORAGE_HELP}"
+        )
+    try:
+        return RDBStorage(text)
+    except Exception as e:  # noqa: BLE001 - SQLAlchemy's URL, driver and connection errors have no common base
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise UserError(f"hydra.sweeper.storage={text!r} cannot be opened ({reason}); {STORAGE_HELP}") from e
 
 
 def check_objectives(metrics: Sequence[str], directions: Sequence[str]) -> dict[str, str]:

@@ -17,6 +17,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from optuna.storages import BaseStorage
 from optuna.trial import Trial, TrialState
 
 from cnnlab.errors import UserError, find_user_error
@@ -24,7 +25,7 @@ from cnnlab.folder_lock import exclusive
 from cnnlab.run_folder import SWEEP_LOCK, SWEEP_ONLY, RunStatus, override_key, read_metrics
 from cnnlab.sweeps.optuna_internals import job_error, live_trial
 from cnnlab.sweeps.space import SearchSpace, parse_search_space
-from cnnlab.sweeps.study import check_objectives, counts_toward_budget, objective_values, open_storage, requeue
+from cnnlab.sweeps.study import check_objectives, counts_toward_budget, objective_values, requeue, storage_for
 from cnnlab.sweeps.trial import prunes
 
 log = logging.getLogger("cnnlab")
@@ -115,12 +116,14 @@ class OptunaSweep:
         self._check_pruning()
         self._check_composes(space)
         sweep_dir = Path(self.config.hydra.sweep.dir)
+        # a database or journal named by the user is opened first, so a bad URL leaves no sweep folder behind
+        given_storage = storage_for(self.storage, sweep_dir) if self.storage not in (None, "") else None
         with exclusive(
             sweep_dir,
             SWEEP_LOCK,
             f"another sweep is running in {sweep_dir}; wait for it or use another hydra.sweep.dir",
         ):
-            study = self._open_study(sweep_dir, space)
+            study = self._open_study(sweep_dir, space, given_storage or storage_for(None, sweep_dir))
             OmegaConf.save(self.config, sweep_dir / "multirun.yaml")  # only once the study is known to match
             return self._run(study, space, sweep_dir)
 
@@ -148,8 +151,7 @@ class OptunaSweep:
         sample = space.trial_overrides({k: _first_value(d) for k, d in space.distributions.items()})
         self.hydra_context.config_loader.load_sweep_config(master_config=self.config, sweep_overrides=sample)
 
-    def _open_study(self, sweep_dir: Path, space: SearchSpace) -> optuna.Study:
-        storage = open_storage(self.storage, sweep_dir)
+    def _open_study(self, sweep_dir: Path, space: SearchSpace, storage: BaseStorage) -> optuna.Study:
         directions = list(self.objectives.values())
         study = optuna.create_study(
             storage=storage, study_name=self.study_name, directions=directions, load_if_exists=True

@@ -65,10 +65,10 @@ def pruning_rule(cfg: DictConfig) -> "PruneRule | None":
     from hydra.utils import instantiate
 
     from cnnlab.sweeps.optuna_internals import live_trial
-    from cnnlab.sweeps.study import open_storage
+    from cnnlab.sweeps.study import storage_for
 
     hydra = HydraConfig.get()
-    storage = open_storage(hydra.sweeper.storage, Path(hydra.sweep.dir))
+    storage = storage_for(hydra.sweeper.storage, Path(hydra.sweep.dir))
     study = optuna.load_study(study_name=hydra.sweeper.study_name, storage=storage, pruner=instantiate(cfg.pruner))
     trial = live_trial(study, hydra.job.num)
     metric = str(hydra.sweeper.report_metric)
