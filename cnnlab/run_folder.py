@@ -28,6 +28,7 @@ OVERRIDES_FILE = "overrides.yaml"
 CHECKPOINTS_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
+TRAINED_WEIGHTS = (BEST_CHECKPOINT, LAST_CHECKPOINT)  # what eval, predict and export take from a run folder
 METRICS_FILE = "metrics.json"
 RUN_LOCK = ".run.lock"  # a training run (fresh or resumed) writing its folder
 SWEEP_LOCK = ".sweep.lock"  # a sweep process asking, launching and recording trials
@@ -80,19 +81,22 @@ def checkpoints_dir(run_dir: Path) -> Path:
     return Path(run_dir) / CHECKPOINTS_DIR
 
 
-def find_checkpoint(target: str | Path, name: str = LAST_CHECKPOINT) -> Path:
-    """A run folder (its checkpoints/<name>), a checkpoints folder, or a .pt file -> the checkpoint file."""
+def find_checkpoint(target: str | Path, names: tuple[str, ...] = (LAST_CHECKPOINT,)) -> Path:
+    """A .pt file itself, or in a run folder (checkpoints/) or a checkpoints folder the first of `names` present.
+
+    Resume continues last.pt; evaluation and prediction use the best-validation weights, best.pt (else last.pt).
+    """
     target = Path(target).expanduser()
     if target.is_file():
         return target
-    for candidate in (target / CHECKPOINTS_DIR / name, target / name):
-        if candidate.is_file():
-            return candidate
+    for name in names:
+        for candidate in (target / CHECKPOINTS_DIR / name, target / name):
+            if candidate.is_file():
+                return candidate
     if not target.exists():
         raise UserError(f"{target} does not exist; pass a run folder (outputs/runs/...) or a checkpoint file")
-    raise UserError(
-        f"no checkpoint in {target} (looked for {CHECKPOINTS_DIR}/{name}); the run saved none yet, start it again"
-    )
+    looked = " or ".join(f"{CHECKPOINTS_DIR}/{name}" for name in names)
+    raise UserError(f"no checkpoint in {target} (looked for {looked}); the run saved none yet, start it again")
 
 
 def read_metrics(run_dir: Path) -> dict[str, Any] | None:

@@ -7,7 +7,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cnnlab.config.validate import validate_train_config
-from cnnlab.training.run import train
+from cnnlab.training.run import prepare_run, run_fit, train
 from cnnlab.training.trainer import RunDiverged
 
 from conftest import run_dirs
@@ -78,6 +78,30 @@ def test_eval_reproduces_the_recorded_test_accuracy(run_cnnlab, tmp_path: Path) 
     tta = run_cnnlab("eval", f"ckpt={run}/checkpoints/best.pt", "split=val", "tta=true")
     assert tta.returncode == 0, tta.stderr
     assert json.loads((run / "eval.json").read_text())["tta"] is True
+
+
+def test_the_best_validation_weights_are_tested_and_eval_reproduces_both(compose_train, run_cnnlab, tmp_path) -> None:
+    """Epoch 1 scores best on validation, the run goes on to epoch 3: test_acc is epoch 1's weights (best.pt),
+    test_acc_last the final ones, and `cnnlab eval` of the run folder and of last.pt reproduce each."""
+    run = prepare_run(compose_train([*TINY, "epochs=3", "lr=0.5", "scheduler=none"]), tmp_path)
+    real_evaluate, calls = run.trainer.evaluate, []
+
+    def epoch_one_looks_best(loader):
+        calls.append(loader)
+        return {**real_evaluate(loader), "acc": 0.9 if len(calls) == 1 else 0.1}
+
+    run.trainer.evaluate = epoch_one_looks_best
+    run_fit(run.trainer, run.tracker, run.data, run.epochs, run.info, tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["tested_epoch"] == 1 and metrics["epochs_completed"] == 3
+    assert "test_acc_last" in metrics
+    for ckpt, recorded in (
+        (tmp_path, metrics["test_acc"]),
+        (tmp_path / "checkpoints/last.pt", metrics["test_acc_last"]),
+    ):
+        result = run_cnnlab("eval", f"ckpt={ckpt}")
+        assert result.returncode == 0, result.stderr
+        assert json.loads((tmp_path / "eval.json").read_text())["acc"] == recorded
 
 
 def test_divergence_stops_at_once_with_a_hint(compose_train, tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from cnnlab.config.duration import parse_duration
 from cnnlab.errors import UserError, UserErrorExit
 from cnnlab.folder_lock import busy_run, is_locked
-from cnnlab.run_folder import RUN_LOCK, find_checkpoint, run_dir_of
+from cnnlab.run_folder import RUN_LOCK, TRAINED_WEIGHTS, find_checkpoint, run_dir_of
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 EVAL_SPLITS = ("test", "val", "train")
@@ -137,7 +137,7 @@ def validate_eval_config(cfg: DictConfig) -> None:
         raise UserError(
             "ckpt is required: pass ckpt=<run folder or .pt file> (for example cnnlab eval ckpt=outputs/runs/...)"
         )
-    find_checkpoint(cfg.ckpt)
+    find_checkpoint(cfg.ckpt, TRAINED_WEIGHTS)
     _require(cfg.split in EVAL_SPLITS, "split", cfg.split, f"must be one of {', '.join(EVAL_SPLITS)}", "split=val")
     _require(isinstance(cfg.tta, bool), "tta", cfg.tta, "must be true or false", "tta=true")
     _require(

@@ -1,6 +1,7 @@
 """From the dataset config to ready loaders: load the source, hold out validation, compute statistics."""
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from hydra.utils import instantiate
@@ -19,6 +20,15 @@ class DataBundle:
     test: BatchLoader | None
     classes: list[str]
     input_shape: tuple[int, int, int]  # channels, height, width
+
+    def card(self) -> dict[str, Any]:
+        """What a checkpoint carries so that it alone rebuilds the model and its input pipeline, without the data."""
+        return {
+            "classes": list(self.classes),
+            "input_shape": list(self.input_shape),
+            "mean": self.train.mean.flatten().tolist(),
+            "std": self.train.std.flatten().tolist(),
+        }
 
 
 def holdout_count(total: int, val_size: int | float) -> int:

@@ -12,6 +12,8 @@ SUMMARY_KEYS = (
     "best_val_acc",
     "test_acc",
     "test_loss",
+    "test_acc_last",
+    "tested_epoch",
     "epochs_completed",
     "train_time_s",
     "stopped_by",

@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 from rich.text import Text
 
+from cnnlab.run_folder import RunStatus
 from cnnlab.tracking.tracker import Sink
 
 log = logging.getLogger("cnnlab")
@@ -85,16 +86,20 @@ class TerminalSink(Sink):
     def run_ended(self, summary: dict[str, Any]) -> None:
         self._stop_progress()
         table = Table(title=f"cnnlab run: {summary['status']}", show_header=False)
-        test_acc = summary.get("test_acc")
+        test_acc, epoch = summary.get("test_acc"), summary.get("tested_epoch")
+        weights = f" (weights of epoch {epoch}, the best on validation)" if epoch is not None else ""
+        untested = "- (no test split)" if summary["status"] == RunStatus.COMPLETED else "- (not tested)"
         rows = [
             ("best val acc", f"{summary['best_val_acc']:.4f}" if summary.get("best_val_acc") is not None else "-"),
-            ("test acc", f"{test_acc:.4f}" if test_acc is not None else "- (no test split)"),
+            ("test acc", f"{test_acc:.4f}{weights}" if test_acc is not None else untested),
             ("epochs", str(summary["epochs_completed"])),
             ("train time", f"{summary['train_time_s']:.1f} s"),
             ("params", f"{summary['params']:,}"),
             ("MACs / image", _format_macs(summary["macs"])),
             ("run dir", summary["run_dir"]),
         ]
+        if summary.get("test_acc_last") is not None:
+            rows.insert(2, ("test acc, final", f"{summary['test_acc_last']:.4f} (weights of the last epoch)"))
         if summary.get("stopped_by"):
             rows.insert(3, ("stopped by", summary["stopped_by"].replace("_", " ")))
         for name, value in rows:

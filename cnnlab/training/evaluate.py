@@ -15,7 +15,7 @@ from cnnlab.data.build import build_data
 from cnnlab.data.loader import BatchLoader
 from cnnlab.device import autocast_dtype, resolve_device
 from cnnlab.errors import UserError
-from cnnlab.run_folder import find_checkpoint
+from cnnlab.run_folder import TRAINED_WEIGHTS, find_checkpoint
 from cnnlab.tracking.terminal import print_evaluation
 from cnnlab.training.components import build_model
 from cnnlab.training.metrics import classification_report, predict
@@ -26,7 +26,7 @@ log = logging.getLogger("cnnlab")
 
 def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> float:
     """Print and save the evaluation; return the accuracy."""
-    path = find_checkpoint(cfg.ckpt)
+    path = find_checkpoint(cfg.ckpt, TRAINED_WEIGHTS)
     checkpoint = load_checkpoint(path)
     check_config_code(checkpoint["config"], path, bool(cfg.trust_code))
     run_cfg = OmegaConf.create(checkpoint["config"])

@@ -16,13 +16,14 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from cnnlab.checkpoints.store import CheckpointStore
+from cnnlab.checkpoints.store import CheckpointStore, load_checkpoint
 from cnnlab.config.duration import parse_duration
 from cnnlab.data.build import DataBundle, build_data
+from cnnlab.data.loader import BatchLoader
 from cnnlab.device import resolve_device
 from cnnlab.errors import UserError
 from cnnlab.models.stats import count_macs, count_parameters, measure_latency_ms
-from cnnlab.run_folder import RunStatus, checkpoints_dir
+from cnnlab.run_folder import BEST_CHECKPOINT, RunStatus, checkpoints_dir
 from cnnlab.tracking.metrics_file import MetricsFileSink
 from cnnlab.tracking.plot_files import PlotFilesSink
 from cnnlab.tracking.tensorboard import TensorBoardSink
@@ -137,7 +138,7 @@ def prepare_run(cfg: DictConfig, run_dir: Path, prune: PruneRule | None = None) 
         log_every=cfg.trainer.log_every,
         histograms=cfg.trainer.histograms,
         flip_tta=cfg.trainer.tta,
-        checkpoints=CheckpointStore(checkpoints_dir(run_dir), config, {"planned_epochs": epochs}),
+        checkpoints=CheckpointStore(checkpoints_dir(run_dir), config, {"planned_epochs": epochs, "data": data.card()}),
         rules=StopRules(cfg.trainer.patience, cfg.trainer.divergence_factor, budget_s, prune),
     )
     if resume:
@@ -189,6 +190,22 @@ def log_start_images(tracker: Tracker, data: DataBundle, model: torch.nn.Module,
         tracker.graph(model, next(iter(data.val))[0][:2])
 
 
+def score_best_and_last(
+    trainer: Trainer, loader: BatchLoader, num_classes: int, run_dir: Path
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The report of the best-validation weights (best.pt), and of the final weights when they differ (else None).
+
+    The model is selected on the validation split and reported on the test split; the model is left
+    holding the best weights.
+    """
+    final = classification_report(*trainer.predict(loader), num_classes)
+    best = checkpoints_dir(run_dir) / BEST_CHECKPOINT
+    if trainer.best_epoch in (None, trainer.epoch) or not best.is_file():
+        return final, None
+    trainer.plain_model.load_state_dict(load_checkpoint(best)["model"])
+    return classification_report(*trainer.predict(loader), num_classes), final
+
+
 def run_fit(trainer: Trainer, tracker: Tracker, data: DataBundle, epochs: int, info: dict, run_dir: Path) -> float:
     """fit + final evaluation, with the run's status recorded whatever happens."""
     summary: dict[str, Any] = {**info, "run_dir": str(run_dir), "status": RunStatus.FAILED}
@@ -202,16 +219,18 @@ def run_fit(trainer: Trainer, tracker: Tracker, data: DataBundle, epochs: int, i
                 summary.update(status=RunStatus.PRUNED, stopped_by="pruned", pruned_at_epoch=result.epochs_completed)
                 return trainer.best_val_acc or 0.0
             split, loader = ("test", data.test) if data.test is not None else ("val", data.val)
-            logits, labels = trainer.predict(loader)
-            report = classification_report(logits, labels, len(data.classes))
+            report, last_report = score_best_and_last(trainer, loader, len(data.classes), run_dir)
             tracker.evaluation(split, report, data.classes, result.epochs_completed)
             summary.update(
                 status=RunStatus.COMPLETED,
                 stopped_by=result.stopped_by,
+                tested_epoch=trainer.best_epoch if last_report is not None else trainer.epoch,
                 latency_ms=measure_latency_ms(trainer.plain_model, next(iter(data.val))[0]),
             )
             if split == "test":
                 summary.update(test_acc=report["acc"], test_loss=report["loss"])
+                if last_report is not None:
+                    summary.update(test_acc_last=last_report["acc"])
         except RunDiverged as e:
             summary.update(status=RunStatus.DIVERGED, message=str(e))
             raise

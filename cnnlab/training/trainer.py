@@ -94,6 +94,7 @@ class Trainer:
         self.epoch = 0
         self.global_step = 0
         self.best_val_acc: float | None = None
+        self.best_epoch: int | None = None  # the epoch whose weights are in best.pt
         self.epochs_since_best = 0
         self.train_time_s = 0.0
         self.first_loss: float | None = None
@@ -227,7 +228,7 @@ class Trainer:
             self.train_time_s += epoch_time
             improved = self.best_val_acc is None or val_stats["acc"] > self.best_val_acc
             if improved:
-                self.best_val_acc = val_stats["acc"]
+                self.best_val_acc, self.best_epoch = val_stats["acc"], self.epoch
             self.epochs_since_best = 0 if improved else self.epochs_since_best + 1
             metrics = {
                 "train/loss": stats["loss"],
@@ -268,6 +269,7 @@ class Trainer:
             "epoch": self.epoch,
             "global_step": self.global_step,
             "best_val_acc": self.best_val_acc,
+            "best_epoch": self.best_epoch,
             "train_time_s": self.train_time_s,
             "epochs_since_best": self.epochs_since_best,
             "first_loss": self.first_loss,
@@ -288,4 +290,5 @@ class Trainer:
         self.epoch, self.global_step = state["epoch"], state["global_step"]
         self.best_val_acc, self.train_time_s = state["best_val_acc"], state["train_time_s"]
         self.epochs_since_best, self.first_loss = state["epochs_since_best"], state["first_loss"]
+        self.best_epoch = state.get("best_epoch")  # absent from checkpoints written before it was recorded
         self.position = EpochPosition(**state["position"])
