@@ -79,6 +79,74 @@ def expose_sweeper_plugin() -> None:
         hydra_plugins.__path__ = [*hydra_plugins.__path__, folder]
 
 
+# Hydra's command-line flags (cnnlab adds --debug), and those that take a value
+HYDRA_FLAGS = {
+    "-m",
+    "--multirun",
+    "-r",
+    "--run",
+    "-h",
+    "--help",
+    "--hydra-help",
+    "--version",
+    "--resolve",
+    "-c",
+    "--cfg",
+    "-p",
+    "--package",
+    "-i",
+    "--info",
+    "-cp",
+    "--config-path",
+    "-cn",
+    "--config-name",
+    "-cd",
+    "--config-dir",
+    "--experimental-rerun",
+    "-sc",
+    "--shell-completion",
+}
+FLAGS_WITH_VALUE = {
+    "-c",
+    "--cfg",
+    "-p",
+    "--package",
+    "-cp",
+    "--config-path",
+    "-cn",
+    "--config-name",
+    "-cd",
+    "--config-dir",
+    "--experimental-rerun",
+    "-sc",
+    "--shell-completion",
+}
+INFO_TOPICS = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+
+
+def argument_problem(args: list[str]) -> str | None:
+    """What is wrong with a task's arguments before Hydra sees them (Hydra would print its usage block)."""
+    skip_value = False
+    for index, arg in enumerate(args):
+        following = args[index + 1] if index + 1 < len(args) else None
+        if skip_value:
+            skip_value = False
+        elif arg.startswith("-"):
+            flag = arg.split("=", 1)[0]
+            if flag not in HYDRA_FLAGS:
+                return f"unknown option {arg}; cnnlab takes key=value overrides and Hydra's flags (see cnnlab --help)"
+            skip_value = (flag in FLAGS_WITH_VALUE and "=" not in arg) or (
+                flag in ("-i", "--info") and following in INFO_TOPICS
+            )
+            if skip_value and following is None:
+                hint = " (job, hydra or all)" if flag in ("-c", "--cfg") else ""
+                return f"{arg} needs a value{hint}; see cnnlab --help"
+        elif "=" not in arg and not arg.startswith("~"):  # ~key deletes a key and takes no value
+            example = f"{arg}={following}" if following is not None and "=" not in following else f"{arg}=..."
+            return f"{arg!r} is not an override: write key=value without spaces (for example {example})"
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("HYDRA_FULL_ERROR") == "1"
@@ -100,6 +168,9 @@ def main(argv: list[str] | None = None) -> None:
         )
         sys.exit(2)
     task = args.pop(0) if args[0] in TASKS else "train"
+    if task != "report" and (problem := argument_problem(args)):
+        print(f"cnnlab: error: {problem}", file=sys.stderr)
+        sys.exit(2)
     module = importlib.import_module(TASKS[task][0])
     expose_sweeper_plugin()
     # Hydra then re-raises instead of printing its own multi-line report; we print one line below.

@@ -2,7 +2,9 @@
 
 import difflib
 import re
+from importlib.resources import files
 
+import yaml
 from hydra.errors import (
     CompactHydraException,
     ConfigCompositionException,
@@ -37,10 +39,36 @@ def _unknown_key(exc: ConfigCompositionException, task: str) -> str | None:
     )
 
 
+SEARCH_SWEEPERS = "sweeper=random, sweeper=tpe, sweeper=gp or sweeper=nsga2"
+
+
+def _search_sweeper_keys() -> set[str]:
+    """The settings of cnnlab's search sweeper (conf/hydra/sweeper/cnnlab.yaml)."""
+    text = files("cnnlab.conf").joinpath("hydra", "sweeper", "cnnlab.yaml").read_text()
+    return {str(key) for key in (yaml.safe_load(text) or {})}
+
+
+def _grid_sweeper_mistake(exc: BaseException) -> str | None:
+    """A search setting given to the default grid sweeper: it lists values, it does not sample."""
+    text = str(exc)
+    if "BasicSweeper does not support sweep type" in text:
+        return (
+            "the grid sweeper (the default) runs listed values (lr=0.01,0.1); to sample interval(), range() or "
+            f"tag() add {SEARCH_SWEEPERS}"
+        )
+    unknown = re.search(r"Could not override 'hydra\.sweeper\.(\w+)", text)
+    if unknown and unknown.group(1) in _search_sweeper_keys():
+        key = f"hydra.sweeper.{unknown.group(1)}"
+        return f"{key} is a setting of the search sweepers, not of the grid sweeper: add {SEARCH_SWEEPERS}"
+    return None
+
+
 def describe(exc: BaseException, task: str = "train") -> str | None:
     """One line for a user mistake, or None when the exception is a bug that deserves its traceback."""
     if isinstance(exc, UserErrorExit):
         return str(exc.error)
+    if grid := _grid_sweeper_mistake(exc):
+        return grid
     user_error = find_user_error(exc)
     if user_error is not None:
         return str(user_error)

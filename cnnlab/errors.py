@@ -7,7 +7,8 @@ pulling them in; `cnnlab` prints every user error as one line (see cnnlab.cli_er
 import errno
 
 DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
-PATH_PROBLEMS = {errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS} | DISK_FULL
+PATH_PROBLEMS = {errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.EACCES, errno.EPERM, errno.EROFS}
+PATH_PROBLEMS |= DISK_FULL
 
 
 class UserError(Exception):

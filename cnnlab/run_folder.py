@@ -33,6 +33,18 @@ METRICS_FILE = "metrics.json"
 RUN_LOCK = ".run.lock"  # a training run (fresh or resumed) writing its folder
 SWEEP_LOCK = ".sweep.lock"  # a sweep process asking, launching and recording trials
 
+# the numbers a finished run records in metrics.json, which a sweep can optimize
+RUN_METRICS = (
+    "best_val_acc",
+    "test_acc",
+    "test_loss",
+    "test_acc_last",
+    "train_time_s",
+    "epochs_completed",
+    "params",
+    "macs",
+    "latency_ms",
+)
 SWEEP_ONLY = ("sweeper", "pruner", "launcher")  # config groups that mean nothing to a single run
 
 
@@ -74,6 +86,8 @@ def run_dir_of(target: str | Path) -> Path:
     path = Path(str(target)).expanduser()
     if path.suffix == ".pt" or path.is_file():
         path = path.parent.parent if path.parent.name == CHECKPOINTS_DIR else path.parent
+    elif path.name == CHECKPOINTS_DIR and path.is_dir():
+        path = path.parent
     return path
 
 

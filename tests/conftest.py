@@ -38,14 +38,24 @@ def cnnlab_executable() -> str:
     return found
 
 
-def cli_env(tmp_path: Path) -> dict[str, str]:
-    """The environment for a `cnnlab` subprocess: tests' data folder, and the cores shared fairly.
-
-    pytest-xdist runs several tests at once; each CLI process gets cores / workers threads, since
-    OpenMP threads that outnumber the cores spin against each other and run up to 10x slower.
-    """
+def threads_per_worker() -> int:
+    """pytest-xdist runs several tests at once; each gets cores / workers threads, since OpenMP threads that
+    outnumber the cores spin against each other and run up to 10x slower."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    threads = str(max(1, available_cores() // workers))
+    return max(1, available_cores() // workers)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def share_cores_in_process() -> None:
+    """Tests that train in-process share the cores like the CLI processes they run beside."""
+    import torch
+
+    torch.set_num_threads(threads_per_worker())
+
+
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    """The environment for a `cnnlab` subprocess: tests' data folder, and the cores shared fairly."""
+    threads = str(threads_per_worker())
     env = {**os.environ, "CNNLAB_DATA": str(tmp_path / "data"), "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     env.pop("HYDRA_FULL_ERROR", None)
     return env

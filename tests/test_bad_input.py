@@ -171,7 +171,83 @@ CASES = {
     ),
     "eval without ckpt": Case(("eval",), "ckpt is required", "ckpt=<run folder or .pt file>"),
     "eval split": Case(("eval", "ckpt={run}", "split=holdout"), "split='holdout' is invalid", "split=val"),
+    "one class": Case(
+        ("train", *SMOKE, "dataset=imagefolder", "dataset.root={one_class_images}", "dataset.val_size=1"),
+        "only 1 class has training images (cat)",
+        "a classifier needs at least 2",
+    ),
+    "synthetic with one class": Case(
+        ("train", *SMOKE, "dataset.source.num_classes=1"), "dataset.source.num_classes=1 is invalid", "num_classes=10"
+    ),
+    "test class missing from train": Case(
+        ("train", *SMOKE, "dataset=imagefolder", "dataset.root={images_with_unknown_test_class}", "dataset.val_size=1"),
+        "has class folders that train/ lacks (bird)",
+        "add them to train/ or remove them from test/",
+    ),
+    "empty dataset root": Case(
+        ("train", "dataset=imagefolder", "dataset.root="), "dataset.root is empty", "dataset.root=/path"
+    ),
+    "crop larger than the images": Case(
+        ("train", *SMOKE, "dataset.augment.crop_padding=100"),
+        "crop_padding=100 is invalid: the images are 32x32",
+        "at most 16",
+    ),
+    "a word for a switch": Case(
+        ("train", "dataset.augment.flip=no"), "dataset.augment.flip='no' is invalid", "dataset.augment.flip=true"
+    ),
+    "infinite learning rate": Case(("train", "lr=inf"), "lr=inf is invalid", "lr=0.05"),
+    "schedule factor above one": Case(
+        ("train", "scheduler.end_factor=50"), "scheduler.end_factor=50 is invalid: must be a fraction in [0, 1]", "0.1"
+    ),
+    "step schedule of zero epochs": Case(
+        ("train", "scheduler=step", "scheduler.step_epochs=0"), "scheduler.step_epochs=0 is invalid", "step_epochs=3"
+    ),
+    "model widths not a list": Case(
+        ("train", *SMOKE, "model.widths=16"), "model.widths=16 is invalid", "model.widths=[32,64,128,256]"
+    ),
+    "baseline channels of zero": Case(
+        ("train", *SMOKE, "model=simple_cnn", "model.channels=[0,64]"), "model.channels=[0, 64] is invalid", "[32,64]"
+    ),
+    "time budget not a number": Case(
+        ("train", "trainer.time_budget=nan"), "trainer.time_budget=nan is invalid", "at least 1 second"
+    ),
+    "resume of a file that is no checkpoint": Case(
+        ("train", "resume={a_file}"),
+        "is unreadable (corrupt, truncated or not a checkpoint)",
+        "use checkpoints/best.pt",
+    ),
+    "writing over a finished run": Case(
+        ("train", *SMOKE, "hydra.run.dir={run}"), "already holds a run", "cnnlab train resume="
+    ),
+    "too many samples per class": Case(
+        ("data", "dataset=synthetic", "samples_per_class=10000"), "samples_per_class=10000 is invalid", "<= 64"
+    ),
+    "eval of moved images": Case(("eval", "ckpt={run}", "data_root={tmp}/moved"), "data_root=", "an existing folder"),
+    "unknown option": Case(("train", "--foo"), "unknown option --foo", "key=value"),
+    "override with a space": Case(("train", "lr", "0.1"), "'lr' is not an override", "lr=0.1"),
+    "flag without its value": Case(("eval", "--cfg"), "--cfg needs a value", "job, hydra or all"),
     # sweeps
+    "interval under the grid sweeper": Case(
+        ("-m", "lr=tag(log,interval(0.01,0.1))"), "the grid sweeper (the default) runs listed values", "sweeper=tpe"
+    ),
+    "search setting under the grid sweeper": Case(
+        ("-m", "lr=0.1,0.2", "hydra.sweeper.n_trials=5"), "is a setting of the search sweepers", "sweeper=random"
+    ),
+    "objective no run records": Case(
+        ("-m", "sweeper=random", "lr=tag(log,interval(0.01,0.1))", "hydra.sweeper.objectives=[val_accuracy]"),
+        "'val_accuracy' is not a number runs record",
+        "choose from best_val_acc",
+    ),
+    "pruner that cannot be built": Case(
+        ("-m", "sweeper=tpe", "pruner=median", "pruner.n_startup_trials=-1", "lr=tag(log,interval(0.01,0.1))"),
+        "the pruner cannot be built",
+        "pruner.* overrides",
+    ),
+    "no parallel trials": Case(
+        ("-m", "sweeper=random", "launcher=joblib", "hydra.launcher.n_jobs=0", "lr=tag(log,interval(0.01,0.1))"),
+        "hydra.launcher.n_jobs=0 is invalid",
+        "hydra.launcher.n_jobs=2",
+    ),
     "report of a non-sweep folder": Case(("report", "{run}"), "is not a sweep folder", "outputs/sweeps/"),
     "from_sweep of a missing folder": Case(
         ("train", "from_sweep={tmp}/no-sweep"), "no-sweep is not a sweep folder", "outputs/sweeps/"
@@ -263,6 +339,17 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                 (folder / name / f"{i}.png").write_bytes(tiny_png(i))
     for image in (made["images_with_empty_class"] / "dog").iterdir():
         image.unlink()
+    made["one_class_images"] = tmp / "one-class"
+    made["images_with_unknown_test_class"] = tmp / "unknown-test-class"
+    folders = [made["one_class_images"] / "cat"]
+    folders += [
+        made["images_with_unknown_test_class"] / split / name for split in ("train", "test") for name in ("cat", "dog")
+    ]
+    folders.append(made["images_with_unknown_test_class"] / "test" / "bird")
+    for folder in folders:
+        folder.mkdir(parents=True)
+        for i in range(4):
+            (folder / f"{i}.png").write_bytes(tiny_png(i))
     return made
 
 

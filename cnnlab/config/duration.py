@@ -17,6 +17,6 @@ def parse_duration(text: str | int | float) -> float:
         if not parts or "".join(n + u for n, u in parts) != spec:
             raise UserError(f"trainer.time_budget={text!r} is invalid: use a duration such as 90s, 10m or 1h30m")
         seconds = sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
-    if seconds <= 0:
-        raise UserError(f"trainer.time_budget={text!r} is invalid: it must be longer than 0 seconds")
+    if not 1 <= seconds < float("inf"):
+        raise UserError(f"trainer.time_budget={text!r} is invalid: it must be at least 1 second, such as 90s or 10m")
     return seconds

@@ -1,6 +1,12 @@
-"""Checks of the composed config that run before any data is loaded, so a typo fails in a second."""
+"""Checks of the composed config that run before any data is loaded, so a typo fails in a second.
 
+Each check names the key, the rule and an example value; what can only be checked once the data is
+loaded (class counts, image sizes) is checked in cnnlab.data.build.
+"""
+
+import math
 import re
+import zipfile
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
@@ -11,14 +17,34 @@ from omegaconf import DictConfig, OmegaConf
 from cnnlab.config.duration import parse_duration
 from cnnlab.errors import UserError, UserErrorExit
 from cnnlab.folder_lock import busy_run, is_locked
-from cnnlab.run_folder import RUN_LOCK, TRAINED_WEIGHTS, find_checkpoint, run_dir_of
+from cnnlab.run_folder import (
+    CHECKPOINTS_DIR,
+    METRICS_FILE,
+    RUN_LOCK,
+    TRAINED_WEIGHTS,
+    find_checkpoint,
+    run_dir_of,
+)
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 EVAL_SPLITS = ("test", "val", "train")
+MAX_SAMPLES_PER_CLASS = 64  # columns of samples.png; the figure grows with it
+# true/false switches outside `trainer` (a word like "no" would otherwise count as true)
+SWITCHES = (
+    "dataset.augment.flip",
+    "dataset.augment.randaugment",
+    "dataset.source.download",
+    "optimizer.nesterov",
+    "trainer.no_decay_norm_bias",
+    "trainer.histograms",
+    "trainer.log_graph",
+    "trainer.tta",
+    "trainer.channels_last",
+)
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool)
+    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _is_int(value: Any) -> bool:
@@ -30,8 +56,27 @@ def _require(ok: bool, key: str, value: Any, rule: str, example: str) -> None:
         raise UserError(f"{key}={value!r} is invalid: {rule} (for example {example})")
 
 
+def _whole(cfg: DictConfig, key: str, minimum: int, example: str, maximum: int | None = None) -> None:
+    """`key`, where the config has it, is a whole number in [minimum, maximum]."""
+    value = OmegaConf.select(cfg, key, default=None)
+    if value is None and OmegaConf.select(cfg, key, default="absent") == "absent":
+        return
+    upper = f" and <= {maximum}" if maximum is not None else ""
+    ok = _is_int(value) and value >= minimum and (maximum is None or value <= maximum)
+    _require(ok, key, value, f"must be a whole number >= {minimum}{upper}", f"{key}={example}")
+
+
 def _check_device(device: str) -> None:
     _require(bool(_DEVICE.match(device)), "device", device, "must be auto, cpu, cuda, cuda:N or mps", "device=cpu")
+
+
+def check_checkpoint_file(path: Path) -> None:
+    """A file given as a checkpoint is one (torch.save writes a zip archive) before anything is written beside it."""
+    if not zipfile.is_zipfile(path):
+        raise UserError(
+            f"checkpoint {path} is unreadable (corrupt, truncated or not a checkpoint); "
+            "use checkpoints/best.pt or another run"
+        )
 
 
 def check_dataset_root(dataset: DictConfig) -> None:
@@ -41,27 +86,46 @@ def check_dataset_root(dataset: DictConfig) -> None:
             f"dataset.root is not set for dataset={dataset.name}: "
             "pass dataset.root=/path/to/images (a folder with one subfolder per class)"
         )
-    if dataset.name == "imagefolder" and not Path(str(dataset.root)).expanduser().is_dir():
-        raise UserError(f"imagefolder: dataset.root={dataset.root} is not a folder; point it at your images")
+    root = dataset.root
+    if root is not None and str(root).strip() == "":
+        raise UserError("dataset.root is empty: pass dataset.root=/path/to/images, or leave it out for the default")
+    if dataset.name == "imagefolder" and not Path(str(root)).expanduser().is_dir():
+        raise UserError(f"imagefolder: dataset.root={root} is not a folder; point it at your images")
+    if root is not None and Path(str(root)).expanduser().is_file():
+        raise UserError(f"dataset.root={root} is a file; point it at a folder (the data set is downloaded there)")
 
 
-def validate_train_config(cfg: DictConfig) -> None:
-    """Raise UserError naming the first bad value and how to fix it."""
-    check_dataset_root(cfg.dataset)
+def _check_run_folder(cfg: DictConfig) -> None:
+    """A resume needs a checkpoint nobody is writing; a new run must not land on an earlier one."""
     if cfg.resume:
-        find_checkpoint(cfg.resume)
+        path = find_checkpoint(cfg.resume)
+        check_checkpoint_file(path)
         run_dir = run_dir_of(cfg.resume)
         if is_locked(run_dir, RUN_LOCK):  # checked before Hydra writes the resume's snapshot and log there
             raise UserError(busy_run(run_dir))
+        return
+    run_dir = OmegaConf.select(cfg, "hydra.run.dir", default=None)  # present in a single run's callback
+    if run_dir is not None:
+        folder = Path(str(run_dir)).expanduser()
+        if (folder / METRICS_FILE).is_file() or (folder / CHECKPOINTS_DIR).is_dir():
+            raise UserError(
+                f"hydra.run.dir={run_dir} already holds a run; continue it with cnnlab train resume={run_dir}, "
+                "or choose a new folder"
+            )
+
+
+def _check_top_level(cfg: DictConfig) -> None:
     lr, bs, epochs, wd = cfg.lr, cfg.batch_size, cfg.epochs, cfg.weight_decay
     _require(_is_number(lr) and lr > 0, "lr", lr, "must be a number > 0", "lr=0.05")
     _require(_is_int(bs) and bs > 0, "batch_size", bs, "must be a whole number > 0", "batch_size=256")
     _require(_is_int(epochs) and epochs > 0, "epochs", epochs, "must be a whole number > 0", "epochs=10")
     _require(_is_number(wd) and wd >= 0, "weight_decay", wd, "must be a number >= 0", "weight_decay=5e-4")
-    _require(_is_int(cfg.seed), "seed", cfg.seed, "must be a whole number", "seed=0")
+    _require(_is_int(cfg.seed) and abs(cfg.seed) < 2**63, "seed", cfg.seed, "must be a whole number", "seed=0")
     _require(isinstance(cfg.compile, bool), "compile", cfg.compile, "must be true or false", "compile=true")
     _check_device(str(cfg.device))
 
+
+def _check_dataset(cfg: DictConfig) -> None:
     val = cfg.dataset.val_size
     _require(
         (_is_int(val) and val >= 0) or (_is_number(val) and 0 <= val < 1),
@@ -70,15 +134,18 @@ def validate_train_config(cfg: DictConfig) -> None:
         "must be a count >= 0 or a fraction in [0, 1)",
         "dataset.val_size=5000",
     )
-    dropout = cfg.model.get("dropout", 0.0)
-    _require(
-        _is_number(dropout) and 0 <= dropout < 1,
-        "model.dropout",
-        dropout,
-        "must be a number in [0, 1)",
-        "model.dropout=0.1",
-    )
-    smoothing = cfg.trainer.label_smoothing
+    _whole(cfg, "dataset.split_seed", 0, "0")
+    _whole(cfg, "dataset.train_size", 2, "5000")
+    _whole(cfg, "dataset.test_size", 0, "1000")
+    _whole(cfg, "dataset.augment.crop_padding", 0, "4")
+    _whole(cfg, "dataset.augment.randaugment_ops", 1, "2")
+    _whole(cfg, "dataset.augment.randaugment_magnitude", 0, "9", maximum=30)
+    _whole(cfg, "dataset.augment.randaugment_group", 1, "32")
+
+
+def _check_trainer(cfg: DictConfig) -> None:
+    trainer = cfg.trainer
+    smoothing = trainer.label_smoothing
     _require(
         _is_number(smoothing) and 0 <= smoothing < 1,
         "trainer.label_smoothing",
@@ -87,26 +154,22 @@ def validate_train_config(cfg: DictConfig) -> None:
         "trainer.label_smoothing=0.1",
     )
     _require(
-        str(cfg.trainer.amp) in {"auto", "True", "False"},
+        str(trainer.amp) in {"auto", "True", "False"},
         "trainer.amp",
-        cfg.trainer.amp,
+        trainer.amp,
         "must be auto, true or false",
         "trainer.amp=auto",
     )
     for key in ("eval_batch_size", "log_every"):
-        value = cfg.trainer[key]
-        _require(
-            _is_int(value) and value > 0, f"trainer.{key}", value, "must be a whole number > 0", f"trainer.{key}=10"
-        )
-    patience = cfg.trainer.patience
+        _whole(cfg, f"trainer.{key}", 1, "10")
     _require(
-        patience is None or (_is_int(patience) and patience > 0),
+        trainer.patience is None or (_is_int(trainer.patience) and trainer.patience > 0),
         "trainer.patience",
-        patience,
+        trainer.patience,
         "must be null (off) or a whole number of epochs > 0",
         "trainer.patience=3",
     )
-    factor = cfg.trainer.divergence_factor
+    factor = trainer.divergence_factor
     _require(
         factor is None or (_is_number(factor) and factor > 1),
         "trainer.divergence_factor",
@@ -114,30 +177,54 @@ def validate_train_config(cfg: DictConfig) -> None:
         "must be null (off) or a number > 1",
         "trainer.divergence_factor=10",
     )
+    if trainer.time_budget is not None:
+        parse_duration(trainer.time_budget)
+
+
+def _check_scheduler(cfg: DictConfig) -> None:
+    """Fractions and factors of the base lr lie in [0, 1]; a step schedule needs steps of at least one epoch."""
     for key, value in cfg.scheduler.items():
-        if str(key).endswith(("_fraction", "_factor", "_epochs")) or key == "gamma":
-            upper = 1 if str(key).endswith("_fraction") else float("inf")
-            _require(
-                _is_number(value) and 0 <= value <= upper,
-                f"scheduler.{key}",
-                value,
-                "must be a fraction in [0, 1]" if upper == 1 else "must be a number >= 0",
-                f"scheduler.{key}=0.1",
-            )
-    if cfg.trainer.time_budget is not None:
-        parse_duration(cfg.trainer.time_budget)
-    for key in ("histograms", "log_graph", "tta", "channels_last"):
-        value = cfg.trainer[key]
-        _require(isinstance(value, bool), f"trainer.{key}", value, "must be true or false", f"trainer.{key}=true")
+        name = f"scheduler.{key}"
+        if str(key).endswith(("_fraction", "_factor")) or key == "gamma":
+            _require(_is_number(value) and 0 <= value <= 1, name, value, "must be a fraction in [0, 1]", f"{name}=0.1")
+        elif key == "step_epochs":
+            _require(_is_number(value) and value > 0, name, value, "must be a number of epochs > 0", f"{name}=3")
+        elif str(key).endswith("_epochs"):
+            _require(_is_number(value) and value >= 0, name, value, "must be a number >= 0", f"{name}=1")
+
+
+def _check_switches(cfg: DictConfig) -> None:
+    for key in SWITCHES:
+        value = OmegaConf.select(cfg, key, default=False)
+        _require(isinstance(value, bool), key, value, "must be true or false", f"{key}=true")
+
+
+def validate_train_config(cfg: DictConfig) -> None:
+    """Raise UserError naming the first bad value and how to fix it."""
+    check_dataset_root(cfg.dataset)
+    _check_run_folder(cfg)
+    _check_top_level(cfg)
+    _check_dataset(cfg)
+    dropout = cfg.model.get("dropout", 0.0)
+    _require(
+        _is_number(dropout) and 0 <= dropout < 1,
+        "model.dropout",
+        dropout,
+        "must be a number in [0, 1)",
+        "model.dropout=0.1",
+    )
+    _check_trainer(cfg)
+    _check_scheduler(cfg)
+    _check_switches(cfg)
 
 
 def validate_eval_config(cfg: DictConfig) -> None:
     """`cnnlab eval`: the checkpoint exists and the split and flags are known."""
-    if OmegaConf.is_missing(cfg, "ckpt"):
+    if OmegaConf.is_missing(cfg, "ckpt") or str(cfg.ckpt).strip() in ("", "None"):
         raise UserError(
             "ckpt is required: pass ckpt=<run folder or .pt file> (for example cnnlab eval ckpt=outputs/runs/...)"
         )
-    find_checkpoint(cfg.ckpt, TRAINED_WEIGHTS)
+    check_checkpoint_file(find_checkpoint(cfg.ckpt, TRAINED_WEIGHTS))
     _require(cfg.split in EVAL_SPLITS, "split", cfg.split, f"must be one of {', '.join(EVAL_SPLITS)}", "split=val")
     _require(isinstance(cfg.tta, bool), "tta", cfg.tta, "must be true or false", "tta=true")
     _require(
@@ -148,24 +235,27 @@ def validate_eval_config(cfg: DictConfig) -> None:
         "batch_size=512",
     )
     _check_device(str(cfg.device))
+    root = cfg.data_root
+    _require(
+        root is None or Path(str(root)).expanduser().is_dir(),
+        "data_root",
+        root,
+        "must be null (the run's own data) or an existing folder",
+        "data_root=/path/to/images",
+    )
     _require(isinstance(cfg.trust_code, bool), "trust_code", cfg.trust_code, "must be true or false", "trust_code=true")
 
 
 def validate_data_config(cfg: DictConfig) -> None:
     """`cnnlab data`: the data set can be found and the sample count makes sense."""
     check_dataset_root(cfg.dataset)
-    per_class = cfg.samples_per_class
-    _require(
-        _is_int(per_class) and per_class > 0,
-        "samples_per_class",
-        per_class,
-        "must be a whole number > 0",
-        "samples_per_class=8",
-    )
+    _whole(cfg, "samples_per_class", 1, "8", maximum=MAX_SAMPLES_PER_CLASS)
 
 
 def validate_bench_config(cfg: DictConfig) -> None:
     """`cnnlab bench`: the train config it measures, and a finite time box per measurement."""
+    if cfg.resume:
+        raise UserError("cnnlab bench measures a configuration, not a run: drop resume= and give its overrides")
     validate_train_config(cfg)
     seconds = cfg.bench.seconds
     _require(
@@ -184,20 +274,47 @@ def validate_bench_config(cfg: DictConfig) -> None:
     )
 
 
+def validate_sweep_config(cfg: DictConfig) -> None:
+    """Before a sweep starts: its launcher's settings, and no grid sweep over an earlier one's folder."""
+    n_jobs = OmegaConf.select(cfg, "hydra.launcher.n_jobs", default=None)
+    _require(
+        n_jobs is None or (_is_int(n_jobs) and n_jobs != 0),
+        "hydra.launcher.n_jobs",
+        n_jobs,
+        "must be a whole number of parallel trials (-1: one per core)",
+        "hydra.launcher.n_jobs=2",
+    )
+    sweep_dir = Path(str(cfg.hydra.sweep.dir)).expanduser()
+    sweeper = str(OmegaConf.select(cfg, "hydra.sweeper._target_", default=""))
+    if (sweep_dir / "multirun.yaml").is_file() and "cnnlab_sweeper" not in sweeper:
+        raise UserError(
+            f"hydra.sweep.dir={cfg.hydra.sweep.dir} already holds a sweep, and a grid sweep cannot continue one "
+            "(its trials would be overwritten); choose a new hydra.sweep.dir"
+        )
+
+
 VALIDATORS = {"train": validate_train_config, "eval": validate_eval_config, "bench": validate_bench_config}
 
 
 class ValidateBeforeRun(Callback):
-    """Validates a single run's config before Hydra creates its folder, so a typo leaves nothing behind.
+    """Validates a run's config before Hydra creates its folder, so a typo leaves nothing behind.
 
-    Sweep jobs are checked by the task itself, since their values are only known once each job starts.
+    A sweep's settings are checked before it starts; its jobs are checked by the task itself, since
+    their values are only known once each job starts.
     """
 
     def __init__(self, task: str) -> None:
         self.validate = VALIDATORS[task]
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._checked(self.validate, config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._checked(validate_sweep_config, config)
+
+    @staticmethod
+    def _checked(validate: Any, config: DictConfig) -> None:
         try:
-            self.validate(config)
+            validate(config)
         except UserError as e:
             raise UserErrorExit(e) from e  # Hydra turns a callback's Exception into a warning and goes on

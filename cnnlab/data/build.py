@@ -62,10 +62,28 @@ def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor
     return mean.float(), std.float()
 
 
+def check_learnable(source: SourceData, cfg: DictConfig) -> None:
+    """Data a classifier can learn from: two classes with training images, and crops smaller than the images."""
+    present = torch.unique(source.train.labels).tolist()
+    if len(source.classes) < 2 or len(present) < 2:
+        names = ", ".join(source.classes[i] for i in present) or "none"
+        raise UserError(
+            f"dataset {cfg.name}: only {len(present)} class has training images ({names}); a classifier needs at "
+            "least 2: add a folder of images per class (dataset.root), or check why the others' images were skipped"
+        )
+    padding, height, width = cfg.augment.crop_padding, *source.train.images.shape[-2:]
+    if padding > min(height, width) // 2:
+        raise UserError(
+            f"dataset.augment.crop_padding={padding} is invalid: the images are {height}x{width}, so pad at most "
+            f"{min(height, width) // 2} pixels (4 is usual for 32x32)"
+        )
+
+
 def build_data(
     cfg: DictConfig, batch_size: int, eval_batch_size: int, device: torch.device, seed: int, channels_last: bool
 ) -> DataBundle:
     source: SourceData = instantiate(cfg.source)
+    check_learnable(source, cfg)
     train, val = split_holdout(source.train, cfg.val_size, cfg.split_seed)
     mean, std = channel_stats(train.images)
     common = {"mean": mean, "std": std, "channels_last": channels_last}

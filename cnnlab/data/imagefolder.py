@@ -120,6 +120,11 @@ def load_image_folder(
         )
     if channels not in (1, 3):
         raise UserError(f"dataset.source.channels={channels} is invalid: use 1 (grayscale) or 3 (RGB)")
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
+        raise UserError(
+            f"dataset.source.image_size={image_size!r} is invalid: use null (the images' own size) or a whole "
+            "number of pixels >= 1, such as 32"
+        )
     train_dir = base / "train" if (base / "train").is_dir() else base
     classes = [p.name for p in _class_folders(train_dir)]
     if not classes:
@@ -127,6 +132,12 @@ def load_image_folder(
     split_dirs = {"train": train_dir}
     if train_dir != base and (base / "test").is_dir():
         split_dirs["test"] = base / "test"
+        unknown = sorted(p.name for p in _class_folders(base / "test") if p.name not in classes)
+        if unknown:
+            raise UserError(
+                f"imagefolder: {base / 'test'} has class folders that train/ lacks ({', '.join(unknown)}); "
+                "add them to train/ or remove them from test/"
+            )
     files = {split: _list_files(folder, classes) for split, folder in split_dirs.items()}
     key = _fingerprint([f for split in files.values() for f in split], base, (image_size, channels, max_pixels))
     cache = Path(cache_dir).expanduser() / f"imagefolder-{key}.pt" if cache_dir else None

@@ -10,6 +10,7 @@ import math
 import torch
 
 from cnnlab.data.types import ImageSet, SourceData
+from cnnlab.errors import UserError
 
 PATTERNS = 5
 
@@ -56,6 +57,23 @@ def _generate(count: int, size: int, channels: int, num_classes: int, noise: flo
     return ImageSet((image.clamp(0, 1) * 255).round().to(torch.uint8), labels)
 
 
+def _check(train_size: int, test_size: int, image_size: int, channels: int, num_classes: int, noise: float) -> None:
+    def whole(value: object, minimum: int) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+    rules = [
+        ("dataset.train_size", train_size, whole(train_size, 2), "a whole number >= 2", "5000"),
+        ("dataset.test_size", test_size, whole(test_size, 0), "a whole number >= 0 (0: no test split)", "1000"),
+        ("dataset.source.image_size", image_size, whole(image_size, 1), "a whole number of pixels >= 1", "32"),
+        ("dataset.source.channels", channels, whole(channels, 1), "a whole number >= 1", "3"),
+        ("dataset.source.num_classes", num_classes, whole(num_classes, 2), "a whole number >= 2", "10"),
+        ("dataset.source.noise", noise, isinstance(noise, int | float) and 0 <= noise < 100, "a number >= 0", "0.35"),
+    ]
+    for key, value, ok, rule, example in rules:
+        if not ok:
+            raise UserError(f"{key}={value!r} is invalid: must be {rule} (for example {key}={example})")
+
+
 def make_synthetic(
     train_size: int,
     test_size: int,
@@ -66,6 +84,7 @@ def make_synthetic(
     seed: int = 1234,
 ) -> SourceData:
     """Generate the train pool and test split; the same arguments always give the same tensors."""
+    _check(train_size, test_size, image_size, channels, num_classes, noise)
     gen = torch.Generator().manual_seed(seed)
     train = _generate(train_size, image_size, channels, num_classes, noise, gen)
     test = _generate(test_size, image_size, channels, num_classes, noise, gen) if test_size > 0 else None

@@ -1,4 +1,4 @@
-"""The course baselines: a multilayer perceptron and the classic two-stage CNN."""
+"""Baselines to compare against: a multilayer perceptron and the classic two-stage CNN."""
 
 from collections.abc import Sequence
 
@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from cnnlab.errors import UserError
+from cnnlab.models.checks import fraction, odd_kernel, whole_list
 
 
 class MLP(nn.Module):
@@ -20,6 +21,8 @@ class MLP(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        hidden = whole_list("hidden", hidden, "[512,256]")
+        dropout = fraction("dropout", dropout)
         width = in_channels * image_size[0] * image_size[1]
         layers: list[nn.Module] = [nn.Flatten()]
         for size in hidden:
@@ -45,10 +48,11 @@ class SimpleCNN(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        channels = whole_list("channels", channels, "[32,64]")
         if len(channels) != 2:
             raise UserError(f"model.channels needs two entries (one per stage), got {list(channels)}")
-        if kernel_size < 1 or kernel_size % 2 == 0:
-            raise UserError(f"model.kernel_size={kernel_size} is invalid: use an odd number such as 3 or 5")
+        kernel_size = odd_kernel(kernel_size)
+        dropout = fraction("dropout", dropout)
         c1, c2 = channels
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, c1, kernel_size, padding=kernel_size // 2),

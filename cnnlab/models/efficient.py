@@ -7,6 +7,7 @@ from torch import nn
 
 from cnnlab.errors import UserError
 from cnnlab.models.blocks import ACTIVATIONS, BLOCKS, ConvBNAct
+from cnnlab.models.checks import fraction, odd_kernel, whole, whole_list
 
 # How stage i>0 halves the resolution: its first block strides by 2, or runs at full resolution and is
 # followed by a 2x2 max-pool (4x that block's MACs, and more accuracy per epoch)
@@ -34,8 +35,15 @@ class EfficientCNN(nn.Module):
         super().__init__()
         if downsample not in DOWNSAMPLING:
             raise UserError(f"model.downsample={downsample!r} is unknown; choose one of {', '.join(DOWNSAMPLING)}")
+        stem_channels = whole("stem_channels", stem_channels, example="32")
+        widths = whole_list("widths", widths, "[32,64,128,256]")
+        depths = whole_list("depths", depths, "[1,2,2,2]")
+        if isinstance(blocks, str | bytes) or not isinstance(blocks, Sequence):
+            raise UserError(f"model.blocks={blocks!r} is invalid: give one block type per stage, e.g. [ds,ds,ds,ds]")
+        kernel_size = odd_kernel(kernel_size)
+        dropout = fraction("dropout", dropout)
         se_ratios = _per_stage(se_ratio, len(widths))
-        _check_stages(widths, depths, blocks, kernel_size, se_ratios, image_size)
+        _check_stages(widths, depths, blocks, se_ratios, image_size)
         if activation not in ACTIVATIONS:
             raise UserError(f"model.activation={activation!r} is unknown; choose one of {', '.join(ACTIVATIONS)}")
         act = ACTIVATIONS[activation]
@@ -82,7 +90,6 @@ def _check_stages(
     widths: Sequence[int],
     depths: Sequence[int],
     blocks: Sequence[str],
-    kernel_size: int,
     se_ratios: Sequence[float],
     image_size: Sequence[int],
 ) -> None:
@@ -94,10 +101,6 @@ def _check_stages(
     unknown = sorted({b for b in blocks if b not in BLOCKS})
     if unknown:
         raise UserError(f"model.blocks has unknown block types {unknown}; choose from {sorted(BLOCKS)}")
-    if any(int(w) < 1 for w in widths) or any(int(d) < 1 for d in depths):
-        raise UserError("model.widths and model.depths must be whole numbers >= 1")
-    if kernel_size < 1 or kernel_size % 2 == 0:
-        raise UserError(f"model.kernel_size={kernel_size} is invalid: use an odd number such as 3 or 5")
     if not all(0 <= r <= 1 for r in se_ratios):
         raise UserError(f"model.se_ratio={list(se_ratios)} is invalid: use fractions in [0, 1] (0 disables SE)")
     smallest = min(image_size) / 2 ** (len(widths) - 1)

@@ -120,7 +120,12 @@ def load_sweep(sweep_dir: Path) -> SweepResults:
     if not multirun_file.is_file():
         hint = "it does not exist" if not sweep_dir.exists() else "it has no multirun.yaml"
         raise UserError(f"{sweep_dir} is not a sweep folder ({hint}); sweeps are under outputs/sweeps/<date>/<time>")
-    multirun = OmegaConf.load(multirun_file)
+    try:
+        multirun = OmegaConf.load(multirun_file)
+    except Exception as e:  # noqa: BLE001 - YAML and OmegaConf parse errors share no base class
+        raise UserError(
+            f"{multirun_file} is damaged ({str(e).splitlines()[0][:120]}); restore it or rerun the sweep"
+        ) from e
     ours = OmegaConf.select(multirun, "hydra.sweeper._target_", default=None) == SWEEPER_TARGET
     objectives = (
         dict(zip(multirun.hydra.sweeper.objectives, multirun.hydra.sweeper.directions))

@@ -16,7 +16,7 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from cnnlab.errors import UserError
-from cnnlab.run_folder import RunStatus
+from cnnlab.run_folder import RUN_METRICS, RunStatus
 from cnnlab.sweeps.optuna_internals import live_trial
 
 JOURNAL_FILE = "study.journal"
@@ -59,9 +59,17 @@ def storage_for(url: str | None, sweep_dir: Path) -> BaseStorage:
 
 def check_objectives(metrics: Sequence[str], directions: Sequence[str]) -> dict[str, str]:
     """{metrics.json key: maximize|minimize}, in order: the first one ranks the trials."""
+    metrics = [metrics] if isinstance(metrics, str) else metrics  # objectives=best_val_acc means [best_val_acc]
+    directions = [directions] if isinstance(directions, str) else directions
     metrics, directions = [str(m) for m in metrics or []], [str(d) for d in directions or []]
     if not metrics:
         raise UserError("hydra.sweeper.objectives is empty: give at least one, for example [best_val_acc]")
+    unknown = [m for m in metrics if m not in RUN_METRICS]
+    if unknown:
+        raise UserError(
+            f"hydra.sweeper.objectives: {unknown[0]!r} is not a number runs record in metrics.json; "
+            f"choose from {', '.join(RUN_METRICS)}"
+        )
     if len(directions) != len(metrics) or len(set(metrics)) != len(metrics):
         raise UserError(
             f"hydra.sweeper.objectives={metrics} needs one hydra.sweeper.directions entry per objective, "

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.storages import BaseStorage
 from optuna.trial import Trial, TrialState
 
+from cnnlab.cli_errors import describe
 from cnnlab.errors import UserError, find_user_error
 from cnnlab.folder_lock import exclusive
 from cnnlab.run_folder import SWEEP_LOCK, SWEEP_ONLY, RunStatus, override_key, read_metrics
@@ -67,10 +68,13 @@ def _failure(ret: JobReturn) -> str | None:
     if ret.status != JobStatus.FAILED:
         return None
     error = job_error(ret)
-    user_error = find_user_error(error)
-    text = str(user_error if user_error is not None else error).strip().splitlines()
-    reason = text[0] if text else type(error).__name__
-    return reason if user_error is not None else f"{type(error).__name__}: {reason}"
+    if error is None:
+        return "the job failed without an exception"
+    described = describe(error)  # a user's mistake, or a config that cannot be built, as cnnlab prints it
+    if described is not None:
+        return described
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"
 
 
 class OptunaSweep:
@@ -101,7 +105,7 @@ class OptunaSweep:
         self.study_name = str(study_name)
         self.params = {str(k): str(v) for k, v in (params or {}).items()}
         self.report_metric = str(report_metric)
-        self.failures_at_start: list[UserError | None] = []
+        self.failures_at_start: list[JobReturn] = []
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
@@ -130,6 +134,11 @@ class OptunaSweep:
     def _check_pruning(self) -> None:
         if not prunes(self.config.pruner):
             return
+        try:
+            instantiate(self.config.pruner)  # each trial builds it again; a bad setting should stop the sweep first
+        except Exception as e:  # noqa: BLE001 - Optuna's pruners raise ValueError or TypeError
+            reason = str(e.__cause__ or e).strip().splitlines()[0][:160]
+            raise UserError(f"the pruner cannot be built ({reason}); fix the pruner.* overrides") from e
         if len(self.objectives) > 1:
             raise UserError("pruning needs a single objective: use pruner=none with several hydra.sweeper.objectives")
         direction = EPOCH_METRICS.get(self.report_metric)
@@ -174,7 +183,11 @@ class OptunaSweep:
                     "hydra.sweep.dir (or hydra.sweeper.study_name)"
                 )
         # A resumed sweep must not replay the first sweep's random draws: offset the seed by the trials so far.
-        study.sampler = instantiate(self.sampler_cfg, seed=self.seed + len(study.trials))
+        try:
+            study.sampler = instantiate(self.sampler_cfg, seed=self.seed + len(study.trials))
+        except Exception as e:  # noqa: BLE001 - a sampler refuses its settings with ValueError or TypeError
+            reason = str(e.__cause__ or e).strip().splitlines()[0][:160]
+            raise UserError(f"the sampler cannot be built ({reason}); fix the hydra.sweeper.sampler.* overrides") from e
         retried = self._recover(study, sweep_dir)
         if (sweep_dir / str(len(study.trials))).exists():
             raise UserError(f"{sweep_dir} already holds run folders of another study: give a new hydra.sweep.dir")
@@ -270,18 +283,23 @@ class OptunaSweep:
         return status
 
     def _stop_if_misconfigured(self, study: optuna.Study, results: Sequence[JobReturn]) -> None:
-        """Stop when the first trials all failed with a user mistake: the rest would fail the same way.
-
-        A few failures are tolerated first, since a search space may hold some invalid points.
+        """Stop when the first trials all failed: the rest would fail the same way (a typo, a model that cannot
+        be built). A few failures are tolerated first, since a search space may hold some invalid points.
         """
-        self.failures_at_start.extend(
-            find_user_error(job_error(ret)) for ret in results if ret.status == JobStatus.FAILED
-        )
+        self.failures_at_start.extend(ret for ret in results if ret.status == JobStatus.FAILED)
         if any(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials):
             return
         needed = min(MISTAKE_TRIALS, self.n_trials)
-        if len(self.failures_at_start) >= needed and all(self.failures_at_start):
-            raise self.failures_at_start[0]
+        if len(self.failures_at_start) < needed:
+            return
+        first = self.failures_at_start[0]
+        user_error = find_user_error(job_error(first))
+        if user_error is not None and all(find_user_error(job_error(r)) for r in self.failures_at_start):
+            raise user_error
+        raise UserError(
+            f"the first {len(self.failures_at_start)} trials failed ({_failure(first)}); the others would fail the "
+            f"same way: fix it and run the same command again (trial logs: {self.config.hydra.sweep.dir})"
+        )
 
     def _log_best(self, study: optuna.Study) -> None:
         if not any(t.state == TrialState.COMPLETE for t in study.trials):

@@ -37,7 +37,9 @@ class TensorBoardSink(Sink):
             self.writer.add_histogram(f"grad_norm/{name}", values, epoch)
 
     def images(self, tag: str, images: torch.Tensor, step: int) -> None:
-        self.writer.add_images(tag, images, step, dataformats="NCHW")
+        """TensorBoard shows grey or RGB: other channel counts are shown as their first three, or the first alone."""
+        shown = 3 if images.shape[1] >= 3 else 1
+        self.writer.add_images(tag, images[:, :shown], step, dataformats="NCHW")
 
     def graph(self, model: torch.nn.Module, example: torch.Tensor) -> None:
         try:

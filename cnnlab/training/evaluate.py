@@ -31,6 +31,13 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> float:
     check_config_code(checkpoint["config"], path, bool(cfg.trust_code))
     run_cfg = OmegaConf.create(checkpoint["config"])
     run_cfg.dataset = with_local_data_settings(run_cfg.dataset)
+    if cfg.data_root is not None:
+        run_cfg.dataset.root = str(cfg.data_root)
+    elif run_cfg.dataset.name == "imagefolder" and not Path(str(run_cfg.dataset.root)).expanduser().is_dir():
+        raise UserError(
+            f"the run's images were in {run_cfg.dataset.root}, which is no longer a folder; "
+            "pass data_root=<where they are now>"
+        )
     device = resolve_device(str(cfg.device))
     batch_size = cfg.batch_size or run_cfg.trainer.eval_batch_size
     channels_last = bool(run_cfg.trainer.channels_last)

@@ -24,4 +24,5 @@ def build_optimizer(factory: Callable[..., Optimizer], model: nn.Module, no_deca
     try:
         return factory(parameter_groups(model, no_decay_norm_bias))
     except (ValueError, TypeError) as e:
-        raise UserError(f"the optimizer refused its settings ({e}); fix the optimizer.* overrides") from e
+        hint = " (or optimizer.nesterov=false)" if "Nesterov" in str(e) else ""
+        raise UserError(f"the optimizer refused its settings ({e}); fix the optimizer.* overrides{hint}") from e

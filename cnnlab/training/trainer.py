@@ -144,6 +144,15 @@ class Trainer:
                 f"{self.first_loss:.3g}; the learning rate is probably too high (try a smaller lr)"
             )
 
+    def _check_epoch_losses(self, train_loss: float, val_loss: float) -> None:
+        """The loss is checked every log_every steps; a NaN between two checks still shows in the epoch's mean."""
+        for split, loss in (("training", train_loss), ("validation", val_loss)):
+            if not math.isfinite(loss):
+                raise RunDiverged(
+                    f"training diverged in epoch {self.epoch + 1}: the {split} loss is {loss}; "
+                    "the learning rate is probably too high (try a smaller lr)"
+                )
+
     def _out_of_time(self, epoch_start: float) -> bool:
         budget = self.rules.time_budget_s
         return budget is not None and self.train_time_s + time.perf_counter() - epoch_start >= budget
@@ -223,6 +232,7 @@ class Trainer:
             if not stats["complete"]:  # the time budget ran out mid-epoch: validate what we have and stop
                 stopped_by = "time_budget"
             val_stats = self.evaluate(val)
+            self._check_epoch_losses(stats["loss"], val_stats["loss"])
             self.epoch += 1
             epoch_time = time.perf_counter() - epoch_start
             self.train_time_s += epoch_time
