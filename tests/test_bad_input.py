@@ -138,7 +138,7 @@ CASES = {
     "weights of another model": Case(
         ("eval", "ckpt={mismatched_weights}"),
         "holds weights of another model",
-        "evaluate the checkpoint written by the run that trained it",
+        "the checkpoint written by the run that trained it",
     ),
     "resume with other channels": Case(
         ("train", "resume={run}", "dataset.source.channels=1"),
@@ -462,7 +462,7 @@ def test_an_image_folder_run_skips_a_broken_file_and_reads_shell_syntax_as_a_pat
 
 def test_eval_data_settings_keep_only_the_checkpoints_split_and_augmentation(compose_train, monkeypatch) -> None:
     """Locations and loaders come from this machine (None included); the recorded split settings stay."""
-    from cnnlab.training.evaluate import with_local_data_settings
+    from cnnlab.inference.local_data import with_local_data_settings
 
     monkeypatch.setenv("CNNLAB_DATA", "/local/data")
     recorded = compose_train(["dataset=cifar10", "dataset.val_size=123", "dataset.augment.flip=false"]).dataset

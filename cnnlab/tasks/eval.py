@@ -12,7 +12,7 @@ from cnnlab.tasks.common import run_task
 
 def eval_task(cfg: DictConfig, run_dir: Path) -> float:
     validate_eval_config(cfg)
-    from cnnlab.training.evaluate import evaluate_checkpoint
+    from cnnlab.inference.evaluate import evaluate_checkpoint
 
     return evaluate_checkpoint(cfg, run_dir)
 

@@ -1,0 +1,1 @@
+"""Using a trained model: rebuild it from its checkpoint alone, evaluate it, predict with it, export it."""
