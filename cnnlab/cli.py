@@ -25,6 +25,14 @@ TASKS = {
         "cnnlab.tasks.report",
         "rank a sweep's trials, write report.md, trials.csv and plots: cnnlab report <sweep folder>",
     ),
+    "predict": (
+        "cnnlab.tasks.predict",
+        "classify image files with a trained model: cnnlab predict ckpt=<run folder> inputs=<file, folder or glob>",
+    ),
+    "export": (
+        "cnnlab.tasks.export",
+        "a trained model as an ONNX, TorchScript or torch.export file, checked: cnnlab export ckpt=<run> format=onnx",
+    ),
 }
 GROUPS = ("dataset", "model", "optimizer", "scheduler", "trainer", "sweeper", "pruner", "launcher", "experiment")
 
@@ -56,6 +64,8 @@ def usage() -> str:
         "  cnnlab -m lr=0.01,0.1 batch_size=256,512",
         "  cnnlab -m sweeper=tpe 'lr=tag(log,interval(1e-3,1))' hydra.sweeper.n_trials=20",
         "  cnnlab report outputs/sweeps/<date>/<time>      cnnlab train from_sweep=<that folder>",
+        "  cnnlab predict ckpt=<run folder> inputs=photos/   predictions.csv; a labelled folder is scored too",
+        "  cnnlab export ckpt=<run folder> format=onnx     export/model.onnx and model.json, checked against PyTorch",
         "  cnnlab train experiment=smoke",
         "  cnnlab train experiment=cifar10_fast         cnnlab bench experiment=cifar10_fast",
         "  cnnlab train --cfg job          print the composed config and exit",

@@ -217,15 +217,62 @@ CASES = {
         "use checkpoints/best.pt",
     ),
     "writing over a finished run": Case(
-        ("train", *SMOKE, "hydra.run.dir={run}"), "already holds a run", "cnnlab train resume="
+        ("train", "hydra.run.dir={run}"), "already holds a run", "cnnlab train resume="
     ),
     "too many samples per class": Case(
         ("data", "dataset=synthetic", "samples_per_class=10000"), "samples_per_class=10000 is invalid", "<= 64"
     ),
     "eval of moved images": Case(("eval", "ckpt={run}", "data_root={tmp}/moved"), "data_root=", "an existing folder"),
+    # predict
+    "predict without inputs": Case(
+        ("predict", "ckpt={run}"), "inputs is required", "inputs=<image file, folder or glob>"
+    ),
+    "predict of a pattern matching nothing": Case(
+        ("predict", "ckpt={run}", "inputs={tmp}/no-such/*.png"),
+        "inputs={tmp}/no-such/*.png matches no file or folder",
+        "'inputs=photos/*.jpg'",
+    ),
+    "predict of a folder without images": Case(
+        ("predict", "ckpt={run}", "inputs={images_with_empty_class}/dog"), "has no images", "a folder of images"
+    ),
+    "predict top_k of zero": Case(
+        ("predict", "ckpt={run}", "inputs={images}", "top_k=0"), "top_k=0 is invalid", "top_k=5"
+    ),
+    "predict gallery negative": Case(
+        ("predict", "ckpt={run}", "inputs={images}", "gallery=-1"), "gallery=-1 is invalid", "gallery=32"
+    ),
+    # export
+    "export without ckpt": Case(("export",), "ckpt is required", "ckpt=<run folder or .pt file>"),
+    "export of a file that is no checkpoint": Case(
+        ("export", "ckpt={a_file}"), "is unreadable (corrupt, truncated or not a checkpoint)", "checkpoints/best.pt"
+    ),
+    "unknown export format": Case(
+        ("export", "ckpt={run}", "format=tflite"), "format='tflite' is invalid", "onnx, torchscript, exported"
+    ),
+    "export tolerance negative": Case(("export", "ckpt={run}", "atol=-1"), "atol=-1 is invalid", "atol=1e-4"),
+    "onnx opset too old": Case(("export", "ckpt={run}", "opset=11"), "opset=11 is invalid", "opset=18"),
     "unknown option": Case(("train", "--foo"), "unknown option --foo", "key=value"),
     "override with a space": Case(("train", "lr", "0.1"), "'lr' is not an override", "lr=0.1"),
     "flag without its value": Case(("eval", "--cfg"), "--cfg needs a value", "job, hydra or all"),
+    # transfer learning
+    "unknown finetune mode": Case(
+        ("train", "trainer.finetune=partial"), "trainer.finetune='partial' is invalid", "head"
+    ),
+    "backbone lr factor zero": Case(
+        ("train", "trainer.backbone_lr_factor=0"), "trainer.backbone_lr_factor=0 is invalid", "=0.1"
+    ),
+    "init_from a missing run": Case(("train", "init_from={tmp}/no-run"), "no-run does not exist", "pass a run folder"),
+    "unknown torchvision model": Case(
+        ("train", *SMOKE, "model=torchvision", "model.name=resnet7", "model.weights=none"),
+        "model.name='resnet7' is not a torchvision classification model",
+        "resnet18",
+    ),
+    "imagenet statistics for grey images": Case(
+        ("train", *SMOKE, "dataset.source.channels=1", "dataset.normalization=imagenet"),
+        "dataset.normalization=imagenet needs RGB images",
+        "dataset.normalization=data",
+    ),
+    "tiny input size": Case(("train", "dataset.input_size=3"), "dataset.input_size=3 is invalid", "224"),
     # sweeps
     "interval under the grid sweeper": Case(
         ("-m", "lr=tag(log,interval(0.01,0.1))"), "the grid sweeper (the default) runs listed values", "sweeper=tpe"

@@ -26,7 +26,14 @@ DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 README_LIMIT = 15_000
 
 # The config each task composes (conf/<name>.yaml); `report` reads a sweep folder and composes nothing.
-CONFIG_NAMES = {"train": "train", "eval": "eval", "data": "data", "bench": "bench"}
+CONFIG_NAMES = {
+    "train": "train",
+    "eval": "eval",
+    "data": "data",
+    "bench": "bench",
+    "predict": "predict",
+    "export": "export",
+}
 # Values that name an existing folder or checkpoint: a placeholder there is dropped (resume/from_sweep
 # rewrite the command line from the folder, which does not exist here; ckpt is read at run time).
 PATH_KEYS = {"resume", "from_sweep", "ckpt"}

@@ -74,7 +74,11 @@ def test_gp_search_runs_a_study_and_writes_the_report(run_cnnlab, tmp_path: Path
 
 
 @pytest.mark.parametrize(
-    "pruner", [["pruner=median", "pruner.n_startup_trials=2"], ["pruner=hyperband"]], ids=["median", "hyperband"]
+    "pruner",
+    [  # the same path with another pruner: 30 s, so with -m slow
+        pytest.param(["pruner=median", "pruner.n_startup_trials=2"], id="median"),
+        pytest.param(["pruner=hyperband"], id="hyperband", marks=pytest.mark.slow),
+    ],
 )
 def test_tpe_with_a_pruner_stops_bad_trials(run_cnnlab, tmp_path: Path, pruner: list[str]) -> None:
     sweep = tmp_path / "sweep"

@@ -4,6 +4,8 @@ Each check names the key, the rule and an example value; what can only be checke
 loaded (class counts, image sizes) is checked in cnnlab.data.build.
 """
 
+import glob
+import importlib.util
 import math
 import re
 import zipfile
@@ -26,8 +28,13 @@ from cnnlab.run_folder import (
     run_dir_of,
 )
 
+FINETUNE_MODES = ("full", "head", "gradual")  # how cnnlab.training.finetune.Finetune trains a backbone
+NORMALIZATIONS = ("data", "imagenet")
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 EVAL_SPLITS = ("test", "val", "train")
+EXPORT_FORMATS = ("onnx", "torchscript", "exported")
+ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")  # the export extra: torch.onnx's exporter needs onnxscript
+OLDEST_ONNX_OPSET = 18  # the torch.export-based ONNX exporter writes no older operator set
 MAX_SAMPLES_PER_CLASS = 64  # columns of samples.png; the figure grows with it
 # true/false switches outside `trainer` (a word like "no" would otherwise count as true)
 SWITCHES = (
@@ -181,6 +188,46 @@ def _check_trainer(cfg: DictConfig) -> None:
         parse_duration(trainer.time_budget)
 
 
+def _check_transfer(cfg: DictConfig) -> None:
+    """init_from, trainer.finetune and the input size and statistics a pretrained backbone expects."""
+    if cfg.get("init_from"):
+        check_checkpoint_file(find_checkpoint(cfg.init_from, TRAINED_WEIGHTS))
+    trainer = cfg.trainer
+    mode = trainer.get("finetune", "full")
+    _require(
+        mode in FINETUNE_MODES,
+        "trainer.finetune",
+        mode,
+        f"must be one of {', '.join(FINETUNE_MODES)}",
+        "trainer.finetune=head",
+    )
+    _whole(cfg, "trainer.head_epochs", 1, "1")
+    factor = trainer.get("backbone_lr_factor", 1.0)
+    _require(
+        _is_number(factor) and 0 < factor <= 1,
+        "trainer.backbone_lr_factor",
+        factor,
+        "must be a number in (0, 1]",
+        "trainer.backbone_lr_factor=0.1",
+    )
+    size = cfg.dataset.get("input_size")
+    _require(
+        size is None or (_is_int(size) and 8 <= size <= 1024),
+        "dataset.input_size",
+        size,
+        "must be null (the images' own size) or a whole number of pixels in [8, 1024]",
+        "dataset.input_size=224",
+    )
+    normalization = cfg.dataset.get("normalization", "data")
+    _require(
+        normalization in NORMALIZATIONS,
+        "dataset.normalization",
+        normalization,
+        "must be data or imagenet",
+        "dataset.normalization=imagenet",
+    )
+
+
 def _check_scheduler(cfg: DictConfig) -> None:
     """Fractions and factors of the base lr lie in [0, 1]; a step schedule needs steps of at least one epoch."""
     for key, value in cfg.scheduler.items():
@@ -214,6 +261,7 @@ def validate_train_config(cfg: DictConfig) -> None:
         "model.dropout=0.1",
     )
     _check_trainer(cfg)
+    _check_transfer(cfg)
     _check_scheduler(cfg)
     _check_switches(cfg)
 
@@ -243,6 +291,64 @@ def validate_eval_config(cfg: DictConfig) -> None:
         "must be null (the run's own data) or an existing folder",
         "data_root=/path/to/images",
     )
+    _require(isinstance(cfg.trust_code, bool), "trust_code", cfg.trust_code, "must be true or false", "trust_code=true")
+
+
+def _required(cfg: DictConfig, key: str, what: str, example: str) -> str:
+    """The value of a key the user must give (??? in the config), as a string."""
+    if OmegaConf.is_missing(cfg, key) or str(cfg[key]).strip() in ("", "None"):
+        raise UserError(f"{key} is required: pass {key}=<{what}> (for example {example})")
+    return str(cfg[key])
+
+
+def validate_predict_config(cfg: DictConfig) -> None:
+    """`cnnlab predict`: a checkpoint, inputs that name at least one path, and sensible counts."""
+    ckpt = _required(cfg, "ckpt", "run folder or .pt file", "cnnlab predict ckpt=outputs/runs/... inputs=photos/")
+    check_checkpoint_file(find_checkpoint(ckpt, TRAINED_WEIGHTS))
+    inputs = _required(cfg, "inputs", "image file, folder or glob", "inputs=photos/ or 'inputs=photos/*.jpg'")
+    path = Path(inputs).expanduser()
+    if not path.exists() and not glob.glob(str(path), recursive=True):
+        raise UserError(
+            f"inputs={inputs} matches no file or folder; pass an image file, a folder of images "
+            "or a quoted glob such as 'inputs=photos/*.jpg'"
+        )
+    _whole(cfg, "top_k", 1, "5")
+    _whole(cfg, "batch_size", 1, "256")
+    _whole(cfg, "gallery", 0, "32")
+    _check_device(str(cfg.device))
+    _require(isinstance(cfg.trust_code, bool), "trust_code", cfg.trust_code, "must be true or false", "trust_code=true")
+
+
+def _check_onnx_packages() -> None:
+    """Looked up, not imported: onnx alone takes over a second to import."""
+    missing = [name for name in ONNX_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UserError(
+            f"format=onnx needs {', '.join(missing)}, not installed here: "
+            'pip install -e ".[export]" (or pip install cnnlab[export]), or choose format=exported'
+        )
+
+
+def validate_export_config(cfg: DictConfig) -> None:
+    """`cnnlab export`: a checkpoint, a known format with its packages, and a check that can be run."""
+    ckpt = _required(cfg, "ckpt", "run folder or .pt file", "cnnlab export ckpt=outputs/runs/... format=onnx")
+    check_checkpoint_file(find_checkpoint(ckpt, TRAINED_WEIGHTS))
+    formats = ", ".join(EXPORT_FORMATS)
+    _require(cfg.format in EXPORT_FORMATS, "format", cfg.format, f"must be one of {formats}", "format=onnx")
+    if cfg.format == "onnx":
+        _check_onnx_packages()
+    opset = cfg.opset
+    _require(
+        opset is None or (_is_int(opset) and opset >= OLDEST_ONNX_OPSET),
+        "opset",
+        opset,
+        f"must be null (the exporter's default) or a whole number >= {OLDEST_ONNX_OPSET}",
+        f"opset={OLDEST_ONNX_OPSET}",
+    )
+    _whole(cfg, "check_inputs", 1, "8", maximum=4096)
+    for key, example in (("atol", "1e-4"), ("rtol", "1e-3")):
+        _require(_is_number(cfg[key]) and cfg[key] >= 0, key, cfg[key], "must be a number >= 0", f"{key}={example}")
+    _check_device(str(cfg.device))
     _require(isinstance(cfg.trust_code, bool), "trust_code", cfg.trust_code, "must be true or false", "trust_code=true")
 
 
@@ -293,7 +399,13 @@ def validate_sweep_config(cfg: DictConfig) -> None:
         )
 
 
-VALIDATORS = {"train": validate_train_config, "eval": validate_eval_config, "bench": validate_bench_config}
+VALIDATORS = {
+    "train": validate_train_config,
+    "eval": validate_eval_config,
+    "bench": validate_bench_config,
+    "predict": validate_predict_config,
+    "export": validate_export_config,
+}
 
 
 class ValidateBeforeRun(Callback):

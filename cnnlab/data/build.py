@@ -1,5 +1,6 @@
 """From the dataset config to ready loaders: load the source, hold out validation, compute statistics."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +63,18 @@ def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor
     return mean.float(), std.float()
 
 
+def chosen_classes(names: object, available: list[str]) -> list[str]:
+    """`dataset.classes`: names of the data set's classes (or their indices), each once."""
+    if isinstance(names, str) or not isinstance(names, Sequence) or not names:
+        raise UserError(f"dataset.classes={names!r} is invalid: give a list of class names, e.g. [cat,dog]")
+    chosen = [available[n] if isinstance(n, int) and 0 <= n < len(available) else str(n) for n in names]
+    unknown = [n for n in chosen if n not in available]
+    if unknown or len(set(chosen)) != len(chosen):
+        problem = f"{unknown[0]!r} is not one of its classes" if unknown else "a class is listed twice"
+        raise UserError(f"dataset.classes: {problem}; choose from {', '.join(available)}")
+    return chosen
+
+
 def check_learnable(source: SourceData, cfg: DictConfig) -> None:
     """Data a classifier can learn from: two classes with training images, and crops smaller than the images."""
     present = torch.unique(source.train.labels).tolist()
@@ -79,14 +92,33 @@ def check_learnable(source: SourceData, cfg: DictConfig) -> None:
         )
 
 
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def input_statistics(normalization: str, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`data`: the training split's own per-channel mean/std; `imagenet`: the statistics ImageNet-pretrained
+    backbones were trained with (their first layers expect inputs normalised that way)."""
+    if normalization == "data":
+        return channel_stats(images)
+    if images.shape[1] != 3:
+        raise UserError(
+            f"dataset.normalization=imagenet needs RGB images, these have {images.shape[1]} channel(s); "
+            "use dataset.normalization=data or dataset.source.channels=3"
+        )
+    return torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+
+
 def build_data(
     cfg: DictConfig, batch_size: int, eval_batch_size: int, device: torch.device, seed: int, channels_last: bool
 ) -> DataBundle:
     source: SourceData = instantiate(cfg.source)
+    if cfg.get("classes") is not None:
+        source = source.keep_classes(chosen_classes(cfg.classes, source.classes))
     check_learnable(source, cfg)
     train, val = split_holdout(source.train, cfg.val_size, cfg.split_seed)
-    mean, std = channel_stats(train.images)
-    common = {"mean": mean, "std": std, "channels_last": channels_last}
+    mean, std = input_statistics(cfg.get("normalization", "data"), train.images)
+    input_size = cfg.get("input_size")
+    common = {"mean": mean, "std": std, "channels_last": channels_last, "input_size": input_size}
     augment = BatchAugment(**cfg.augment)
     test = source.test.to(device) if source.test is not None else None
     return DataBundle(
@@ -96,5 +128,5 @@ def build_data(
         val=BatchLoader(val.to(device), eval_batch_size, shuffle=False, drop_last=False, **common),
         test=BatchLoader(test, eval_batch_size, shuffle=False, drop_last=False, **common) if test is not None else None,
         classes=source.classes,
-        input_shape=tuple(train.images.shape[1:]),
+        input_shape=(train.images.shape[1], *((input_size, input_size) if input_size else train.images.shape[2:])),
     )

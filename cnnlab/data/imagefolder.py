@@ -52,7 +52,7 @@ def _fingerprint(files: list[tuple[Path, int]], root: Path, settings: tuple) -> 
     return digest.hexdigest()[:24]
 
 
-def _decode(path: Path, channels: int, max_pixels: int) -> torch.Tensor | None:
+def decode_image(path: Path, channels: int, max_pixels: int) -> torch.Tensor | None:
     """The image as a CHW uint8 tensor, or None (with a warning) for a file that is unreadable or too large.
 
     The size is read from the header before anything is decoded: a small file can declare a huge
@@ -82,23 +82,30 @@ def _decode(path: Path, channels: int, max_pixels: int) -> torch.Tensor | None:
     return torch.from_numpy(pixels.reshape(height, width, channels).copy()).permute(2, 0, 1).contiguous()
 
 
-def _resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def resize_image(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A uint8 CHW image at (height, width), antialiased: how a run's images were made one size, and so
+    how images given to a trained model must be made its input size."""
     if tuple(image.shape[-2:]) == size:
         return image
     resized = F.interpolate(image[None].float(), size=size, mode="bilinear", antialias=True, align_corners=False)
     return resized[0].round().clamp(0, 255).to(torch.uint8)
 
 
-def _decode_all(files: list[tuple[Path, int]], image_size: int | None, channels: int, max_pixels: int) -> ImageSet:
-    # Pillow warns about large headers itself; _decode says the same in cnnlab's words
+def decode_images(paths: list[Path], channels: int, max_pixels: int) -> list[torch.Tensor | None]:
+    """decode_image on several files at once, in threads (Pillow releases the GIL while it decodes)."""
+    # Pillow warns about large headers itself; decode_image says the same in cnnlab's words
     with warnings.catch_warnings(), ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        decoded = list(pool.map(lambda item: _decode(item[0], channels, max_pixels), files))
+        return list(pool.map(lambda path: decode_image(path, channels, max_pixels), paths))
+
+
+def _decode_all(files: list[tuple[Path, int]], image_size: int | None, channels: int, max_pixels: int) -> ImageSet:
+    decoded = decode_images([path for path, _ in files], channels, max_pixels)
     kept = [(img, label) for img, (_, label) in zip(decoded, files) if img is not None]
     if not kept:
         raise UserError("imagefolder: none of the files could be decoded as images")
     size = (image_size, image_size) if image_size else tuple(kept[0][0].shape[-2:])
-    images = torch.stack([_resize(img, size) for img, _ in kept])
+    images = torch.stack([resize_image(img, size) for img, _ in kept])
     labels = torch.tensor([label for _, label in kept], dtype=torch.int64)
     return ImageSet(images, labels)
 
@@ -152,7 +159,7 @@ def load_image_folder(
     splits = {split: _decode_all(f, image_size, channels, max_pixels) for split, f in files.items()}
     if "test" in splits and splits["test"].images.shape[1:] != splits["train"].images.shape[1:]:
         splits["test"] = ImageSet(
-            torch.stack([_resize(img, tuple(splits["train"].images.shape[-2:])) for img in splits["test"].images]),
+            torch.stack([resize_image(img, tuple(splits["train"].images.shape[-2:])) for img in splits["test"].images]),
             splits["test"].labels,
         )
     if cache is not None:

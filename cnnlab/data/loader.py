@@ -3,6 +3,7 @@
 from collections.abc import Callable, Iterator
 
 import torch
+import torch.nn.functional as F
 
 from cnnlab.data.types import ImageSet
 
@@ -27,6 +28,7 @@ class BatchLoader:
         augment: Augment | None = None,
         channels_last: bool = False,
         seed: int = 0,
+        input_size: int | None = None,
     ) -> None:
         self.data = data
         self.batch_size = batch_size
@@ -39,6 +41,7 @@ class BatchLoader:
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.seed = seed
         self.epoch = 0
+        self.input_size = input_size  # batches are resized to this square size on the device (None: as stored)
 
     def __len__(self) -> int:
         n = len(self.data)
@@ -51,7 +54,10 @@ class BatchLoader:
         return torch.Generator(device=self.device).manual_seed(self.seed * 1_000_003 + self.epoch)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images -> the model's float input; resized per batch, so large inputs never sit in memory."""
         x = (images.float() / 255 - self.mean) / self.std
+        if self.input_size is not None and tuple(x.shape[-2:]) != (self.input_size, self.input_size):
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
         return x.contiguous(memory_format=self.memory_format)
 
     def iterate(self, start_step: int = 0, generator_state: torch.Tensor | None = None) -> "Batches":

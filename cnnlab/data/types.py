@@ -29,3 +29,19 @@ class SourceData:
     train: ImageSet
     test: ImageSet | None
     classes: list[str]
+
+    def keep_classes(self, names: list[str]) -> "SourceData":
+        """Only the images of `names` (in the data set's class order), relabelled 0..len(names)-1."""
+        index = torch.tensor([self.classes.index(name) for name in sorted(names, key=self.classes.index)])
+        relabel = torch.full((len(self.classes),), -1, dtype=torch.int64)
+        relabel[index] = torch.arange(len(index))
+
+        def kept(data: ImageSet) -> ImageSet:
+            mask = relabel.to(data.labels.device)[data.labels] >= 0
+            return ImageSet(data.images[mask], relabel.to(data.labels.device)[data.labels[mask]])
+
+        return SourceData(
+            kept(self.train),
+            kept(self.test) if self.test is not None else None,
+            [self.classes[i] for i in index.tolist()],
+        )

@@ -72,4 +72,5 @@ def split_loader(data: Any, split: str, batch_size: int) -> BatchLoader:
         shuffle=False,
         drop_last=False,
         channels_last=source.memory_format == torch.channels_last,
+        input_size=source.input_size,
     )

@@ -1,4 +1,5 @@
-"""PNG figures of a run (curves, confusion matrix) and of a data set (samples, class distribution).
+"""PNG figures of a run (curves, confusion matrix), of a data set (samples, class distribution) and of
+predictions (the most confidently wrong images).
 
 Figures are built as `Figure` objects on an Agg canvas instead of through pyplot, so nothing touches
 matplotlib's global backend or figure registry (safe inside training and in tests), and every file is
@@ -6,6 +7,7 @@ written atomically, because a run can be killed while it saves one.
 """
 
 import io
+import math
 from pathlib import Path
 
 import torch
@@ -17,6 +19,7 @@ from cnnlab.atomic import atomic_bytes_write
 DPI = 100
 ANNOTATE_MAX_CLASSES = 20  # above this, count labels in the confusion matrix cells become unreadable
 TILE_GAP = 2  # white pixels between sample images
+GALLERY_COLUMNS = 8
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -146,3 +149,30 @@ def class_distribution_figure(counts: dict[str, list[int]], classes: list[str]) 
 
 def save_class_distribution(counts: dict[str, list[int]], classes: list[str], path: Path) -> None:
     save_figure(class_distribution_figure(counts, classes), path)
+
+
+def misclassified_figure(mistakes: list[tuple[torch.Tensor, str, str, float]], title: str) -> Figure:
+    """One tile per (uint8 CHW image, true class, predicted class, probability), titled "true -> predicted (prob)",
+    in the order given (the caller puts the most confident mistakes first)."""
+    columns = min(GALLERY_COLUMNS, len(mistakes))
+    rows = math.ceil(len(mistakes) / columns)
+    figure = _figure(1.7 * columns, 1.9 * rows)
+    for axes, (image, true, predicted, prob) in zip(figure.subplots(rows, columns, squeeze=False).flat, mistakes):
+        pixels = image.detach().cpu()
+        grey = pixels.shape[0] == 1
+        axes.imshow(
+            pixels[0].numpy() if grey else pixels[:3].permute(1, 2, 0).numpy(),
+            cmap="gray" if grey else None,
+            vmin=0,
+            vmax=255,
+            interpolation="nearest",
+        )
+        axes.set_title(f"{true} -> {predicted} ({prob:.2f})", fontsize=7)
+    for axes in figure.axes:
+        axes.set_axis_off()
+    figure.suptitle(title, fontsize=9)
+    return figure
+
+
+def save_misclassified(mistakes: list[tuple[torch.Tensor, str, str, float]], title: str, path: Path) -> None:
+    save_figure(misclassified_figure(mistakes, title), path)

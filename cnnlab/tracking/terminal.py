@@ -164,3 +164,28 @@ def print_overview(name: str, summary: dict[str, Any]) -> None:
     console = get_console()
     console.print(counts)
     console.print(stats)
+
+
+def print_predictions(columns: list[str], rows: list[list[str]], hidden: int, csv_path: str) -> None:
+    """The first predictions, one row per image; `hidden` more are only in the CSV file."""
+    table = Table(title="predictions")
+    for name in columns:  # a long path wraps rather than losing its file name to an ellipsis
+        table.add_column(name, justify="right" if name == "prob" else "left", overflow="fold")
+    for row in rows:
+        table.add_row(*(Text(cell) for cell in row))  # Text: a file or class name like "[x]" is not markup
+    console = get_console()
+    console.print(table)
+    if hidden:
+        console.print(f"... and {hidden:,} more in {csv_path}", markup=False, highlight=False, soft_wrap=True)
+
+
+def print_class_metrics(title: str, classes: list[str], metrics: dict[str, list[float]], support: list[int]) -> None:
+    """Precision, recall and F1 per class, with how many images of the class there were."""
+    table = Table(title=title)
+    table.add_column("class")
+    for name in ("images", "precision", "recall", "F1"):
+        table.add_column(name, justify="right")
+    for index, name in enumerate(classes):
+        scores = (f"{metrics[key][index]:.3f}" for key in ("precision", "recall", "f1"))
+        table.add_row(Text(name), f"{support[index]:,}", *scores)
+    get_console().print(table)

@@ -9,7 +9,8 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from cnnlab.device import autocast_dtype
-from cnnlab.training.optim import build_optimizer
+from cnnlab.training.finetune import Finetune
+from cnnlab.training.optim import build_optimizer, parameter_groups
 from cnnlab.training.step import TrainStep
 
 
@@ -19,9 +20,16 @@ def build_model(cfg: DictConfig, input_shape: tuple[int, int, int], num_classes:
     return instantiate(cfg.model, in_channels=channels, num_classes=num_classes, image_size=[height, width])
 
 
+def configured_finetune(cfg: DictConfig) -> Finetune:
+    trainer = cfg.trainer
+    return Finetune(trainer.finetune, trainer.head_epochs, trainer.backbone_lr_factor)
+
+
 def configured_optimizer(cfg: DictConfig, model: nn.Module) -> Optimizer:
-    """The configured optimizer over `model`, with norm weights and biases exempt from decay when asked."""
-    return build_optimizer(instantiate(cfg.optimizer), model, cfg.trainer.no_decay_norm_bias)
+    """The configured optimizer over the parameters `trainer.finetune` trains, norm weights and biases exempt
+    from decay when asked."""
+    parts = configured_finetune(cfg).trained_parameters(model)
+    return build_optimizer(instantiate(cfg.optimizer), parameter_groups(parts, cfg.lr, cfg.trainer.no_decay_norm_bias))
 
 
 def configured_loss(cfg: DictConfig) -> nn.Module:

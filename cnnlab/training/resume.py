@@ -28,7 +28,17 @@ MAY_CHANGE = (
 )
 MAY_CHANGE_SUFFIXES = ("root", "cache_dir", "download", "url", "md5")
 # Settings added after checkpoints already existed: a checkpoint without one was trained as with this value
-ADDED_LATER = {"trainer.tta": False, "model.downsample": "stride"}
+ADDED_LATER = {
+    "trainer.tta": False,
+    "model.downsample": "stride",
+    "trainer.finetune": "full",
+    "trainer.head_epochs": 1,
+    "trainer.backbone_lr_factor": 1.0,
+    "init_from": None,
+    "dataset.input_size": None,
+    "dataset.normalization": "data",
+    "dataset.classes": None,
+}
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

@@ -30,7 +30,8 @@ from cnnlab.tracking.tensorboard import TensorBoardSink
 from cnnlab.tracking.terminal import TerminalSink
 from cnnlab.tracking.tracker import Tracker
 from cnnlab.training.budget import plan_epochs
-from cnnlab.training.components import build_model, configured_optimizer, configured_step
+from cnnlab.training.components import build_model, configured_finetune, configured_optimizer, configured_step
+from cnnlab.training.finetune import init_from
 from cnnlab.training.metrics import classification_report
 from cnnlab.training.resume import Resume
 from cnnlab.training.signals import graceful_stop
@@ -102,7 +103,12 @@ def prepare_run(cfg: DictConfig, run_dir: Path, prune: PruneRule | None = None) 
     channels_last = bool(cfg.trainer.channels_last)
     data = build_data(cfg.dataset, cfg.batch_size, cfg.trainer.eval_batch_size, device, cfg.seed, channels_last)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    model = build_model(cfg, data.input_shape, len(data.classes)).to(device, memory_format=memory_format)
+    model = build_model(cfg, data.input_shape, len(data.classes))
+    if resume is None and cfg.init_from:
+        init_from(model, cfg.init_from)
+    finetune = configured_finetune(cfg)
+    finetune.apply(model, resume.epoch if resume else 0)  # the probe and the optimizer see what trains first
+    model = model.to(device, memory_format=memory_format)
     info: dict[str, Any] = {
         "model": cfg.model._target_.rsplit(".", 1)[-1],
         "params": count_parameters(model),
@@ -138,6 +144,7 @@ def prepare_run(cfg: DictConfig, run_dir: Path, prune: PruneRule | None = None) 
         log_every=cfg.trainer.log_every,
         histograms=cfg.trainer.histograms,
         flip_tta=cfg.trainer.tta,
+        finetune=finetune if finetune.mode != "full" else None,
         checkpoints=CheckpointStore(checkpoints_dir(run_dir), config, {"planned_epochs": epochs, "data": data.card()}),
         rules=StopRules(cfg.trainer.patience, cfg.trainer.divergence_factor, budget_s, prune),
     )

@@ -18,6 +18,7 @@ from cnnlab.data.loader import BatchLoader
 from cnnlab.device import synchronize
 from cnnlab.errors import UserError
 from cnnlab.tracking.tracker import Sink
+from cnnlab.training.finetune import Finetune
 from cnnlab.training.metrics import predict
 from cnnlab.training.step import TrainStep
 
@@ -79,6 +80,7 @@ class Trainer:
         rules: StopRules | None = None,
         histograms: bool = False,
         flip_tta: bool = False,
+        finetune: Finetune | None = None,
     ) -> None:
         if step.scheduler is None:
             raise ValueError("the Trainer's TrainStep needs a scheduler (its state is checkpointed)")
@@ -88,6 +90,7 @@ class Trainer:
         self.scheduler = step.scheduler
         self.device = step.device
         self.tracker = tracker
+        self.finetune = finetune
         self.log_every = log_every
         self.checkpoints = checkpoints
         self.rules = rules or StopRules()
@@ -160,6 +163,8 @@ class Trainer:
     def train_epoch(self, loader: BatchLoader) -> dict[str, float]:
         """One pass over the training split (or its rest, when resuming mid-epoch)."""
         self.model.train()
+        if self.finetune is not None:
+            self.finetune.apply(self.plain_model, self.epoch)
         loader.set_epoch(self.epoch)
         pos = self.position
         loss_sum = torch.tensor(pos.loss_sum, device=self.device, dtype=torch.float64)

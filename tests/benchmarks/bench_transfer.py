@@ -1,0 +1,86 @@
+"""Transfer against training from scratch at equal training time: five classes -> the other five.
+
+A network is trained on classes 0-4 (`dataset.classes`), then each variant trains on classes 5-9 for the
+same time budget: from scratch, and from the first run's weights (`init_from=`, a new head) with the
+head alone (`trainer.finetune=head`), everything (`full`) or the head first (`gradual`). Every run is the
+real `cnnlab train`; the table gives validation accuracy, epochs, images/s and minutes.
+
+    python tests/benchmarks/bench_transfer.py                                  # synthetic data, seconds
+    python tests/benchmarks/bench_transfer.py --data cifar10-jpeg.tar.gz --budget 4m --pretrain 8m
+"""
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from data_args import add_data_argument, dataset_overrides
+
+FIRST, OTHER = "[0,1,2,3,4]", "[5,6,7,8,9]"
+VARIANTS = {
+    "from scratch": [],
+    "init_from, head only": ["trainer.finetune=head"],
+    "init_from, full": ["trainer.finetune=full"],
+    "init_from, gradual": ["trainer.finetune=gradual", "trainer.head_epochs=1"],
+}
+
+
+def train(overrides: list[str], run_dir: Path) -> dict:
+    command = [
+        shutil.which("cnnlab") or str(Path(sys.executable).with_name("cnnlab")),
+        "train",
+        *overrides,
+        f"hydra.run.dir={run_dir}",
+    ]
+    print(" ".join(command), flush=True)
+    if subprocess.run(command, stdout=subprocess.DEVNULL).returncode != 0:
+        sys.exit(f"the run in {run_dir} failed; see its train.log")
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_argument(parser)
+    parser.add_argument("--experiment", default="cifar10_10min", help="the preset every run uses")
+    parser.add_argument("--pretrain", default="40s", help="trainer.time_budget of the run on classes 0-4")
+    parser.add_argument("--budget", default="20s", help="trainer.time_budget of each run on classes 5-9")
+    parser.add_argument("--out", type=Path, help="folder for the runs (default: a temporary folder)")
+    args = parser.parse_args()
+
+    out = args.out or Path(tempfile.mkdtemp(prefix="cnnlab-bench-transfer-"))
+    common = [f"experiment={args.experiment}", *dataset_overrides(args.data, 10_000)]
+    source = out / "pretrain"
+    pretrained = train([*common, f"dataset.classes={FIRST}", f"trainer.time_budget={args.pretrain}"], source)
+    rows = []
+    for name, extra in VARIANTS.items():
+        start_from = [f"init_from={source}"] if extra else []
+        run = out / name.replace(", ", "-").replace(" ", "_")
+        metrics = train(
+            [*common, f"dataset.classes={OTHER}", f"trainer.time_budget={args.budget}", *start_from, *extra], run
+        )
+        rates = [h["throughput/images_per_s"] for h in metrics["history"]]
+        rows.append(
+            (
+                name,
+                metrics["best_val_acc"],
+                metrics["epochs_completed"],
+                sum(rates) / len(rates),
+                metrics["train_time_s"] / 60,
+            )
+        )
+    data_name = "synthetic" if args.data is None else args.data.name
+    print(
+        f"\n{args.experiment} on {data_name}; pretrained on classes 0-4 for {args.pretrain} "
+        f"(val acc {pretrained['best_val_acc']:.4f}), then classes 5-9 for {args.budget} each\n"
+    )
+    print(f"{'variant':<22} {'val acc':>8} {'epochs':>7} {'img/s':>7} {'minutes':>8}")
+    for name, acc, epochs, rate, minutes in rows:
+        print(f"{name:<22} {acc:>8.4f} {epochs:>7} {rate:>7.0f} {minutes:>8.2f}")
+    print(f"\nruns in {out}")
+
+
+if __name__ == "__main__":
+    main()
