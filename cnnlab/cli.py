@@ -89,48 +89,14 @@ def expose_sweeper_plugin() -> None:
         hydra_plugins.__path__ = [*hydra_plugins.__path__, folder]
 
 
-# Hydra's command-line flags (cnnlab adds --debug), and those that take a value
-HYDRA_FLAGS = {
-    "-m",
-    "--multirun",
-    "-r",
-    "--run",
-    "-h",
-    "--help",
-    "--hydra-help",
-    "--version",
-    "--resolve",
-    "-c",
-    "--cfg",
-    "-p",
-    "--package",
-    "-i",
-    "--info",
-    "-cp",
-    "--config-path",
-    "-cn",
-    "--config-name",
-    "-cd",
-    "--config-dir",
-    "--experimental-rerun",
-    "-sc",
-    "--shell-completion",
-}
+# Hydra's command-line flags that take a value, then all of them (cnnlab's own --debug is removed before)
 FLAGS_WITH_VALUE = {
-    "-c",
-    "--cfg",
-    "-p",
-    "--package",
-    "-cp",
-    "--config-path",
-    "-cn",
-    "--config-name",
-    "-cd",
-    "--config-dir",
-    "--experimental-rerun",
-    "-sc",
-    "--shell-completion",
-}
+    "-c", "--cfg", "-p", "--package", "-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir",
+    "--experimental-rerun", "-sc", "--shell-completion",
+}  # fmt: skip
+HYDRA_FLAGS = FLAGS_WITH_VALUE | {
+    "-m", "--multirun", "-r", "--run", "-h", "--help", "--hydra-help", "--version", "--resolve", "-i", "--info",
+}  # fmt: skip
 INFO_TOPICS = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
 
 
