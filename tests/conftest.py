@@ -14,6 +14,17 @@ from omegaconf import DictConfig
 import cnnlab.config.resolvers  # noqa: F401 - the configs use cnnlab's resolvers
 from cnnlab.sweeps.trial import available_cores
 
+# A training run of a few seconds on synthetic data, for tests that need a real run folder
+TINY = [
+    "experiment=smoke",
+    "device=cpu",
+    "epochs=2",
+    "dataset.train_size=600",
+    "dataset.test_size=100",
+    "dataset.val_size=100",
+    "batch_size=64",
+]
+
 
 @pytest.fixture
 def compose_train() -> Iterator[Callable[..., DictConfig]]:
@@ -61,6 +72,20 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+def run_cli(
+    args: list[str], cwd: Path, env: dict | None = None, timeout: float = 240, data_under: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The real `cnnlab` with output captured and no terminal; its data folder is under `data_under` (default cwd)."""
+    return subprocess.run(
+        [cnnlab_executable(), *args],
+        cwd=cwd,
+        env={**cli_env(data_under or cwd), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 @pytest.fixture
 def run_cnnlab(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
     """run_cnnlab(*args, cwd=tmp_path, timeout=...) runs the real CLI with output captured and no terminal."""
@@ -68,15 +93,7 @@ def run_cnnlab(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
     def run(
         *args: str, cwd: Path = tmp_path, timeout: float = 240, env: dict | None = None
     ) -> subprocess.CompletedProcess:
-        full_env = {**cli_env(tmp_path), **(env or {})}
-        return subprocess.run(
-            [cnnlab_executable(), *args],
-            cwd=cwd,
-            env=full_env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
+        return run_cli(list(args), cwd, env, timeout, data_under=tmp_path)
 
     return run
 

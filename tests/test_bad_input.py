@@ -8,7 +8,6 @@ from a shared set of files (a finished run, a broken image folder, a damaged che
 import json
 import pickle
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from conftest import cli_env, cnnlab_executable
+from conftest import run_cli as run
 
 SMOKE = ["experiment=smoke", "dataset.train_size=400", "dataset.val_size=100", "dataset.test_size=100", "epochs=1"]
 
@@ -315,17 +314,6 @@ CASES = {
         "sqlite:///study.db",
     ),
 }
-
-
-def run(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [cnnlab_executable(), *args],
-        cwd=cwd,
-        env={**cli_env(cwd), **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
 
 
 @pytest.fixture(scope="module")

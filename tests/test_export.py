@@ -10,7 +10,6 @@ import importlib.util
 import json
 import os
 import shutil
-import subprocess
 import sys
 import zipfile
 from collections.abc import Callable, Iterator
@@ -27,7 +26,7 @@ from cnnlab.errors import UserError
 from cnnlab.inference import export
 from cnnlab.inference.trained import load_trained
 
-from conftest import cli_env, cnnlab_executable
+from conftest import run_cli as cnnlab
 
 TINY = [
     "experiment=smoke",
@@ -41,12 +40,6 @@ TINY = [
 MODELS = ("efficient_tiny", "simple_cnn")
 HAS_ONNXRUNTIME = importlib.util.find_spec("onnxruntime") is not None
 FILE_BATCH = 3  # neither the export example's batch (2) nor one the command checks (1 and check_inputs)
-
-
-def cnnlab(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [cnnlab_executable(), *args], cwd=cwd, env=cli_env(cwd), capture_output=True, text=True, timeout=240
-    )
 
 
 @pytest.fixture(scope="session")

@@ -21,8 +21,8 @@ def test_output_shape(compose_train, model: str, channels: int, size: int) -> No
     assert torch.isfinite(out).all()
 
 
-def test_efficient_structure() -> None:
-    net = EfficientCNN(
+def two_stage_efficient(kernel_size: int, se_ratio: float) -> EfficientCNN:
+    return EfficientCNN(
         in_channels=3,
         num_classes=10,
         image_size=[32, 32],
@@ -30,30 +30,22 @@ def test_efficient_structure() -> None:
         widths=[16, 32],
         depths=[2, 1],
         blocks=["ds", "ds"],
-        kernel_size=5,
-        se_ratio=0.25,
+        kernel_size=kernel_size,
+        se_ratio=se_ratio,
         activation="relu",
         dropout=0.0,
     )
+
+
+def test_efficient_structure() -> None:
+    net = two_stage_efficient(kernel_size=5, se_ratio=0.25)
     separable = [m for m in net.modules() if isinstance(m, DepthwiseSeparable)]
     assert len(separable) == 3
     depthwise = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
     assert depthwise and all(m.groups == m.in_channels and m.kernel_size == (5, 5) for m in depthwise)
     assert any(isinstance(m, SqueezeExcite) for m in net.modules())
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
-    no_se = EfficientCNN(
-        in_channels=3,
-        num_classes=10,
-        image_size=[32, 32],
-        stem_channels=16,
-        widths=[16, 32],
-        depths=[2, 1],
-        blocks=["ds", "ds"],
-        kernel_size=3,
-        se_ratio=0.0,
-        activation="relu",
-        dropout=0.0,
-    )
+    no_se = two_stage_efficient(kernel_size=3, se_ratio=0.0)
     assert not any(isinstance(m, SqueezeExcite) for m in no_se.modules())
 
 

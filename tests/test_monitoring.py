@@ -10,17 +10,8 @@ from cnnlab.config.validate import validate_train_config
 from cnnlab.training.run import prepare_run, run_fit, train
 from cnnlab.training.trainer import RunDiverged
 
-from conftest import run_dirs
+from conftest import TINY, run_dirs
 
-TINY = [
-    "experiment=smoke",
-    "device=cpu",
-    "epochs=2",
-    "dataset.train_size=600",
-    "dataset.test_size=100",
-    "dataset.val_size=100",
-    "batch_size=64",
-]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 

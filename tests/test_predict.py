@@ -18,7 +18,7 @@ from cnnlab.errors import UserError
 from cnnlab.inference.predict import class_folders, true_labels
 from cnnlab.training.metrics import precision_recall_f1
 
-from conftest import cli_env, cnnlab_executable
+from conftest import run_cli
 
 COLOURS = {"blue": (20, 40, 230), "green": (30, 200, 40), "red": (220, 30, 30)}
 CLASSES = sorted(COLOURS)
@@ -40,8 +40,7 @@ def write_classes(folder: Path, per_class: int, seed: int) -> None:
 
 
 def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**cli_env(cwd), "CNNLAB_CACHE": str(cwd / "cache")}
-    return subprocess.run([cnnlab_executable(), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=240)
+    return run_cli(args, cwd, env={"CNNLAB_CACHE": str(cwd / "cache")})
 
 
 @pytest.fixture(scope="module")

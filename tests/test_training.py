@@ -9,15 +9,7 @@ from omegaconf import DictConfig
 from cnnlab.config.validate import validate_train_config
 from cnnlab.training.run import train
 
-TINY = [
-    "experiment=smoke",
-    "device=cpu",
-    "epochs=2",
-    "dataset.train_size=600",
-    "dataset.test_size=100",
-    "dataset.val_size=100",
-    "batch_size=64",
-]
+from conftest import TINY
 
 
 def run(cfg: DictConfig, run_dir: Path) -> tuple[float, dict]:

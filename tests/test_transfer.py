@@ -7,6 +7,8 @@ import torch
 
 from cnnlab.training.components import build_model
 
+from conftest import run_cli
+
 SMALL = [
     "experiment=smoke",
     "device=cpu",
@@ -34,19 +36,8 @@ def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 @pytest.fixture(scope="module")
 def source_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 10-class run to start from."""
-    from conftest import cli_env, cnnlab_executable
-
     folder = tmp_path_factory.mktemp("source")
-    import subprocess
-
-    result = subprocess.run(
-        [cnnlab_executable(), "train", *SMALL, "epochs=1", f"hydra.run.dir={folder / 'run'}"],
-        cwd=folder,
-        env=cli_env(folder),
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    result = run_cli(["train", *SMALL, "epochs=1", f"hydra.run.dir={folder / 'run'}"], folder)
     assert result.returncode == 0, result.stderr
     return folder / "run"
 

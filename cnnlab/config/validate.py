@@ -21,6 +21,7 @@ from cnnlab.errors import UserError, UserErrorExit
 from cnnlab.folder_lock import busy_run, is_locked
 from cnnlab.run_folder import (
     CHECKPOINTS_DIR,
+    LAST_CHECKPOINT,
     METRICS_FILE,
     RUN_LOCK,
     TRAINED_WEIGHTS,
@@ -73,12 +74,20 @@ def _whole(cfg: DictConfig, key: str, minimum: int, example: str, maximum: int |
     _require(ok, key, value, f"must be a whole number >= {minimum}{upper}", f"{key}={example}")
 
 
+def _switch(cfg: DictConfig, key: str, example: str = "true") -> None:
+    """`key`, where the config has it, is true or false (a word such as "no" would otherwise count as true)."""
+    value = OmegaConf.select(cfg, key, default=False)
+    _require(isinstance(value, bool), key, value, "must be true or false", f"{key}={example}")
+
+
 def _check_device(device: str) -> None:
     _require(bool(_DEVICE.match(device)), "device", device, "must be auto, cpu, cuda, cuda:N or mps", "device=cpu")
 
 
-def check_checkpoint_file(path: Path) -> None:
-    """A file given as a checkpoint is one (torch.save writes a zip archive) before anything is written beside it."""
+def _checkpoint(target: str, names: tuple[str, ...] = (LAST_CHECKPOINT,)) -> None:
+    """The checkpoint a user names exists and is one (torch.save writes a zip archive), checked before anything
+    is written beside it."""
+    path = find_checkpoint(target, names)
     if not zipfile.is_zipfile(path):
         raise UserError(
             f"checkpoint {path} is unreadable (corrupt, truncated or not a checkpoint); "
@@ -105,8 +114,7 @@ def check_dataset_root(dataset: DictConfig) -> None:
 def _check_run_folder(cfg: DictConfig) -> None:
     """A resume needs a checkpoint nobody is writing; a new run must not land on an earlier one."""
     if cfg.resume:
-        path = find_checkpoint(cfg.resume)
-        check_checkpoint_file(path)
+        _checkpoint(cfg.resume)
         run_dir = run_dir_of(cfg.resume)
         if is_locked(run_dir, RUN_LOCK):  # checked before Hydra writes the resume's snapshot and log there
             raise UserError(busy_run(run_dir))
@@ -128,7 +136,7 @@ def _check_top_level(cfg: DictConfig) -> None:
     _require(_is_int(epochs) and epochs > 0, "epochs", epochs, "must be a whole number > 0", "epochs=10")
     _require(_is_number(wd) and wd >= 0, "weight_decay", wd, "must be a number >= 0", "weight_decay=5e-4")
     _require(_is_int(cfg.seed) and abs(cfg.seed) < 2**63, "seed", cfg.seed, "must be a whole number", "seed=0")
-    _require(isinstance(cfg.compile, bool), "compile", cfg.compile, "must be true or false", "compile=true")
+    _switch(cfg, "compile")
     _check_device(str(cfg.device))
 
 
@@ -191,7 +199,7 @@ def _check_trainer(cfg: DictConfig) -> None:
 def _check_transfer(cfg: DictConfig) -> None:
     """init_from, trainer.finetune and the input size and statistics a pretrained backbone expects."""
     if cfg.get("init_from"):
-        check_checkpoint_file(find_checkpoint(cfg.init_from, TRAINED_WEIGHTS))
+        _checkpoint(cfg.init_from, TRAINED_WEIGHTS)
     trainer = cfg.trainer
     mode = trainer.get("finetune", "full")
     _require(
@@ -242,8 +250,7 @@ def _check_scheduler(cfg: DictConfig) -> None:
 
 def _check_switches(cfg: DictConfig) -> None:
     for key in SWITCHES:
-        value = OmegaConf.select(cfg, key, default=False)
-        _require(isinstance(value, bool), key, value, "must be true or false", f"{key}=true")
+        _switch(cfg, key)
 
 
 def validate_train_config(cfg: DictConfig) -> None:
@@ -266,15 +273,26 @@ def validate_train_config(cfg: DictConfig) -> None:
     _check_switches(cfg)
 
 
+def _required(cfg: DictConfig, key: str, what: str, example: str) -> str:
+    """The value of a key the user must give (??? in the config), as a string."""
+    if OmegaConf.is_missing(cfg, key) or str(cfg[key]).strip() in ("", "None"):
+        raise UserError(f"{key} is required: pass {key}=<{what}> (for example {example})")
+    return str(cfg[key])
+
+
+def _check_checkpoint_use(cfg: DictConfig, example: str) -> None:
+    """What eval, predict and export share: a checkpoint that is one, a device, and the trust_code switch."""
+    ckpt = _required(cfg, "ckpt", "run folder or .pt file", example)
+    _checkpoint(ckpt, TRAINED_WEIGHTS)
+    _check_device(str(cfg.device))
+    _switch(cfg, "trust_code")
+
+
 def validate_eval_config(cfg: DictConfig) -> None:
     """`cnnlab eval`: the checkpoint exists and the split and flags are known."""
-    if OmegaConf.is_missing(cfg, "ckpt") or str(cfg.ckpt).strip() in ("", "None"):
-        raise UserError(
-            "ckpt is required: pass ckpt=<run folder or .pt file> (for example cnnlab eval ckpt=outputs/runs/...)"
-        )
-    check_checkpoint_file(find_checkpoint(cfg.ckpt, TRAINED_WEIGHTS))
+    _check_checkpoint_use(cfg, "cnnlab eval ckpt=outputs/runs/...")
     _require(cfg.split in EVAL_SPLITS, "split", cfg.split, f"must be one of {', '.join(EVAL_SPLITS)}", "split=val")
-    _require(isinstance(cfg.tta, bool), "tta", cfg.tta, "must be true or false", "tta=true")
+    _switch(cfg, "tta")
     _require(
         cfg.batch_size is None or (_is_int(cfg.batch_size) and cfg.batch_size > 0),
         "batch_size",
@@ -282,7 +300,6 @@ def validate_eval_config(cfg: DictConfig) -> None:
         "must be null (the run's eval batch size) or a whole number > 0",
         "batch_size=512",
     )
-    _check_device(str(cfg.device))
     root = cfg.data_root
     _require(
         root is None or Path(str(root)).expanduser().is_dir(),
@@ -291,20 +308,11 @@ def validate_eval_config(cfg: DictConfig) -> None:
         "must be null (the run's own data) or an existing folder",
         "data_root=/path/to/images",
     )
-    _require(isinstance(cfg.trust_code, bool), "trust_code", cfg.trust_code, "must be true or false", "trust_code=true")
-
-
-def _required(cfg: DictConfig, key: str, what: str, example: str) -> str:
-    """The value of a key the user must give (??? in the config), as a string."""
-    if OmegaConf.is_missing(cfg, key) or str(cfg[key]).strip() in ("", "None"):
-        raise UserError(f"{key} is required: pass {key}=<{what}> (for example {example})")
-    return str(cfg[key])
 
 
 def validate_predict_config(cfg: DictConfig) -> None:
     """`cnnlab predict`: a checkpoint, inputs that name at least one path, and sensible counts."""
-    ckpt = _required(cfg, "ckpt", "run folder or .pt file", "cnnlab predict ckpt=outputs/runs/... inputs=photos/")
-    check_checkpoint_file(find_checkpoint(ckpt, TRAINED_WEIGHTS))
+    _check_checkpoint_use(cfg, "cnnlab predict ckpt=outputs/runs/... inputs=photos/")
     inputs = _required(cfg, "inputs", "image file, folder or glob", "inputs=photos/ or 'inputs=photos/*.jpg'")
     path = Path(inputs).expanduser()
     if not path.exists() and not glob.glob(str(path), recursive=True):
@@ -315,8 +323,6 @@ def validate_predict_config(cfg: DictConfig) -> None:
     _whole(cfg, "top_k", 1, "5")
     _whole(cfg, "batch_size", 1, "256")
     _whole(cfg, "gallery", 0, "32")
-    _check_device(str(cfg.device))
-    _require(isinstance(cfg.trust_code, bool), "trust_code", cfg.trust_code, "must be true or false", "trust_code=true")
 
 
 def _check_onnx_packages() -> None:
@@ -331,8 +337,7 @@ def _check_onnx_packages() -> None:
 
 def validate_export_config(cfg: DictConfig) -> None:
     """`cnnlab export`: a checkpoint, a known format with its packages, and a check that can be run."""
-    ckpt = _required(cfg, "ckpt", "run folder or .pt file", "cnnlab export ckpt=outputs/runs/... format=onnx")
-    check_checkpoint_file(find_checkpoint(ckpt, TRAINED_WEIGHTS))
+    _check_checkpoint_use(cfg, "cnnlab export ckpt=outputs/runs/... format=onnx")
     formats = ", ".join(EXPORT_FORMATS)
     _require(cfg.format in EXPORT_FORMATS, "format", cfg.format, f"must be one of {formats}", "format=onnx")
     if cfg.format == "onnx":
@@ -348,8 +353,6 @@ def validate_export_config(cfg: DictConfig) -> None:
     _whole(cfg, "check_inputs", 1, "8", maximum=4096)
     for key, example in (("atol", "1e-4"), ("rtol", "1e-3")):
         _require(_is_number(cfg[key]) and cfg[key] >= 0, key, cfg[key], "must be a number >= 0", f"{key}={example}")
-    _check_device(str(cfg.device))
-    _require(isinstance(cfg.trust_code, bool), "trust_code", cfg.trust_code, "must be true or false", "trust_code=true")
 
 
 def validate_data_config(cfg: DictConfig) -> None:
@@ -371,13 +374,7 @@ def validate_bench_config(cfg: DictConfig) -> None:
         "must be a number of seconds in (0, 600]",
         "bench.seconds=3",
     )
-    _require(
-        isinstance(cfg.bench.compile, bool),
-        "bench.compile",
-        cfg.bench.compile,
-        "must be true or false",
-        "bench.compile=false",
-    )
+    _switch(cfg, "bench.compile", example="false")
 
 
 def validate_sweep_config(cfg: DictConfig) -> None:

@@ -23,6 +23,7 @@ from cnnlab.errors import UserError
 
 log = logging.getLogger(__name__)
 CACHE_FORMAT = 1
+DEFAULT_MAX_PIXELS = 64_000_000  # images declaring more are skipped: a guard against decompression bombs
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
@@ -115,7 +116,7 @@ def load_image_folder(
     image_size: int | None = None,
     channels: int = 3,
     cache_dir: str | None = None,
-    max_pixels: int = 64_000_000,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> SourceData:
     """Decode (or load from cache) the train and optional test split of an image folder."""
     base = Path(root).expanduser()

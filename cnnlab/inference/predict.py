@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig
 
 from cnnlab.atomic import atomic_bytes_write, atomic_json_dump
-from cnnlab.data.imagefolder import IMAGE_SUFFIXES, decode_images, resize_image
+from cnnlab.data.imagefolder import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, decode_images, resize_image
 from cnnlab.device import autocast, resolve_device
 from cnnlab.errors import UserError
 from cnnlab.inference.trained import TrainedModel, load_trained
@@ -32,7 +32,6 @@ CSV_FILE = "predictions.csv"
 SUMMARY_FILE = "predict.json"
 GALLERY_FILE = "misclassified.png"
 SPLIT_FOLDERS = ("train", "test")  # cnnlab's image-folder layout: <folder>/train/<class>/...
-MAX_PIXELS = 64_000_000  # the image folders' default guard against decompression bombs
 TABLE_ROWS = 20  # predictions shown in the terminal; all of them are in the CSV
 PATH_WIDTH = 48  # characters of a path shown in the terminal table
 SUFFIXES = ", ".join(sorted(IMAGE_SUFFIXES))
@@ -161,23 +160,30 @@ def true_labels(files: list[Path], folder: Path, classes: list[str]) -> list[int
 # --- the model ---------------------------------------------------------------------------------------
 
 
+def read_images(paths: list[Path], trained: TrainedModel) -> list[torch.Tensor | None]:
+    """Each file decoded and resized as the run's image folder was, to the model's input shape (None: unreadable)."""
+    channels, height, width = trained.input_shape
+    decoded = decode_images(paths, channels, DEFAULT_MAX_PIXELS)
+    return [resize_image(image, (height, width)) if image is not None else None for image in decoded]
+
+
 @torch.no_grad()
 def classify(
     trained: TrainedModel, files: list[Path], labels: list[int] | None, batch_size: int, top_k: int
 ) -> Predictions:
     """Decode and resize a batch of files at a time (so memory holds one batch), forward, keep the top k."""
-    channels, height, width = trained.input_shape
+    channels = trained.input_shape[0]
     if channels not in (1, 3):
         raise UserError(f"{trained.path} takes {channels}-channel inputs; image files give 1 (grey) or 3 (RGB)")
     k = min(top_k, len(trained.classes))
     kept, probs, classes = [], [], []
     for start in range(0, len(files), batch_size):
         chunk = range(start, min(start + batch_size, len(files)))
-        decoded = decode_images([files[i] for i in chunk], channels, MAX_PIXELS)
-        readable = [(i, image) for i, image in zip(chunk, decoded) if image is not None]
+        images = read_images([files[i] for i in chunk], trained)
+        readable = [(i, image) for i, image in zip(chunk, images) if image is not None]
         if not readable:
             continue
-        batch = torch.stack([resize_image(image, (height, width)) for _, image in readable]).to(trained.device)
+        batch = torch.stack([image for _, image in readable]).to(trained.device)
         with autocast(trained.device, trained.amp_dtype):
             logits = trained.model(trained.normalize(batch)).float()
         top = logits.softmax(dim=1).topk(k, dim=1)
@@ -259,11 +265,10 @@ def draw_mistakes(
     if len(wrong) == 0 or gallery == 0:
         return False
     chosen = wrong[confidence[wrong].argsort(descending=True)[:gallery]].tolist()
-    channels, height, width = trained.input_shape
-    images = decode_images([predictions.paths[i] for i in chosen], channels, MAX_PIXELS)
+    images = read_images([predictions.paths[i] for i in chosen], trained)
     names = trained.classes
     mistakes = [
-        (resize_image(image, (height, width)), names[int(labels[i])], names[int(predicted[i])], float(confidence[i]))
+        (image, names[int(labels[i])], names[int(predicted[i])], float(confidence[i]))
         for i, image in zip(chosen, images)
         if image is not None
     ]

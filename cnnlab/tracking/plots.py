@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 
 import torch
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -97,20 +98,25 @@ def _mosaic(samples: list[torch.Tensor], columns: int) -> torch.Tensor:
     return mosaic
 
 
+def _show_pixels(axes: Axes, pixels: torch.Tensor) -> None:
+    """uint8 HWC pixels, grey (one channel) or RGB, at their true values: one pixel, one square."""
+    grey = pixels.shape[2] == 1
+    axes.imshow(
+        (pixels[..., 0] if grey else pixels).numpy(),
+        cmap="gray" if grey else None,
+        vmin=0,
+        vmax=255,
+        interpolation="nearest",
+    )
+
+
 def samples_figure(samples: list[torch.Tensor], classes: list[str], columns: int) -> Figure:
     """A row of up to `columns` images per class (uint8 NCHW tensors), labelled with the class name."""
     mosaic = _mosaic(samples, columns)
     label_width = 0.09 * max(len(name) for name in classes) + 0.3
     figure = _figure(0.75 * columns + label_width, 0.75 * len(classes) + 0.4)
     axes = figure.subplots()
-    grey = mosaic.shape[2] == 1
-    axes.imshow(
-        (mosaic[..., 0] if grey else mosaic).numpy(),
-        cmap="gray" if grey else None,
-        vmin=0,
-        vmax=255,
-        interpolation="nearest",
-    )
+    _show_pixels(axes, mosaic)
     cell = (mosaic.shape[0] - TILE_GAP) / len(classes)
     axes.set_yticks([TILE_GAP / 2 + cell * (row + 0.5) - 0.5 for row in range(len(classes))], classes)
     axes.set_xticks([])
@@ -159,14 +165,7 @@ def misclassified_figure(mistakes: list[tuple[torch.Tensor, str, str, float]], t
     figure = _figure(1.7 * columns, 1.9 * rows)
     for axes, (image, true, predicted, prob) in zip(figure.subplots(rows, columns, squeeze=False).flat, mistakes):
         pixels = image.detach().cpu()
-        grey = pixels.shape[0] == 1
-        axes.imshow(
-            pixels[0].numpy() if grey else pixels[:3].permute(1, 2, 0).numpy(),
-            cmap="gray" if grey else None,
-            vmin=0,
-            vmax=255,
-            interpolation="nearest",
-        )
+        _show_pixels(axes, pixels[: 3 if pixels.shape[0] >= 3 else 1].permute(1, 2, 0))
         axes.set_title(f"{true} -> {predicted} ({prob:.2f})", fontsize=7)
     for axes in figure.axes:
         axes.set_axis_off()

@@ -32,11 +32,10 @@ def classification_report(logits: torch.Tensor, labels: torch.Tensor, num_classe
     """Plain numbers and lists (JSON- and checkpoint-friendly): acc, loss, per_class_acc, confusion[true][pred]."""
     preds = logits.argmax(1)
     confusion = confusion_matrix(preds, labels, num_classes)
-    per_class_acc = confusion.diagonal().double() / confusion.sum(1).clamp(min=1)  # 0 for a class with no images
     return {
         "acc": (preds == labels).double().mean().item(),
         "loss": nn.functional.cross_entropy(logits.float(), labels).item(),
-        "per_class_acc": per_class_acc.tolist(),
+        "per_class_acc": precision_recall_f1(confusion)["recall"],  # a class's accuracy is its recall
         "confusion": confusion.tolist(),
         "count": int(labels.numel()),
     }

@@ -22,6 +22,7 @@ from cnnlab.training.finetune import Finetune
 from cnnlab.training.metrics import predict
 from cnnlab.training.step import TrainStep
 
+LR_HINT = "the learning rate is probably too high (try a smaller lr)"  # what every divergence message advises
 PruneRule = Callable[[int, dict[str, float]], bool]  # (epoch, that epoch's metrics) -> stop the run now?
 
 
@@ -134,27 +135,21 @@ class Trainer:
     def _check_loss(self, loss: float, step: int) -> None:
         where = f"epoch {self.epoch + 1} step {step}"
         if not math.isfinite(loss):
-            raise RunDiverged(
-                f"training diverged at {where}: the loss is {loss}; "
-                "the learning rate is probably too high (try a smaller lr)"
-            )
+            raise RunDiverged(f"training diverged at {where}: the loss is {loss}; {LR_HINT}")
         if self.first_loss is None:
             self.first_loss = loss
         factor = self.rules.divergence_factor
         if factor is not None and loss > factor * self.first_loss:
             raise RunDiverged(
                 f"training diverged at {where}: the loss {loss:.3g} exceeds {factor:g}x its first value "
-                f"{self.first_loss:.3g}; the learning rate is probably too high (try a smaller lr)"
+                f"{self.first_loss:.3g}; {LR_HINT}"
             )
 
     def _check_epoch_losses(self, train_loss: float, val_loss: float) -> None:
         """The loss is checked every log_every steps; a NaN between two checks still shows in the epoch's mean."""
         for split, loss in (("training", train_loss), ("validation", val_loss)):
             if not math.isfinite(loss):
-                raise RunDiverged(
-                    f"training diverged in epoch {self.epoch + 1}: the {split} loss is {loss}; "
-                    "the learning rate is probably too high (try a smaller lr)"
-                )
+                raise RunDiverged(f"training diverged in epoch {self.epoch + 1}: the {split} loss is {loss}; {LR_HINT}")
 
     def _out_of_time(self, epoch_start: float) -> bool:
         budget = self.rules.time_budget_s
