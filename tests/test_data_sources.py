@@ -476,6 +476,11 @@ def expected(written: dict[str, list[np.ndarray]]) -> tuple[torch.Tensor, list[i
     return as_nchw(np.stack(images)), labels
 
 
+def all_images(data: ImageSet) -> torch.Tensor:
+    """The set's own images (a split or class subset is a selection of rows of a shared tensor)."""
+    return data.gather(torch.arange(len(data)))
+
+
 def test_imagefolder_train_and_test_layout(tmp_path: Path) -> None:
     """root/train/<class> + root/test/<class>: sorted class names, per-class counts, exact PNG pixels and labels."""
     rng = np.random.default_rng(0)
@@ -612,17 +617,17 @@ def test_imagefolder_bad_roots_are_user_errors(tmp_path: Path) -> None:
 
 
 class DecodeCounter:
-    """Wraps imagefolder._decode_all to count how many times the folder is really decoded."""
+    """Wraps imagefolder._decode_into to count how many splits are really decoded."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.calls = 0
-        original = imagefolder._decode_all
+        original = imagefolder._decode_into
 
-        def counting(*args: object, **kwargs: object) -> ImageSet:
+        def counting(*args: object, **kwargs: object) -> torch.Tensor:
             self.calls += 1
             return original(*args, **kwargs)
 
-        monkeypatch.setattr(imagefolder, "_decode_all", counting)
+        monkeypatch.setattr(imagefolder, "_decode_into", counting)
 
 
 def test_imagefolder_cache_reused_and_invalidated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -634,7 +639,7 @@ def test_imagefolder_cache_reused_and_invalidated(tmp_path: Path, monkeypatch: p
 
     first = load_image_folder(str(root), cache_dir=str(cache))
     assert counter.calls == 2  # train and test
-    assert len(list(cache.glob("imagefolder-*.pt"))) == 1
+    assert len(list(cache.glob("imagefolder-*"))) == 1
 
     second = load_image_folder(str(root), cache_dir=str(cache))
     assert counter.calls == 2, "an unchanged folder must come from the cache"
@@ -647,7 +652,7 @@ def test_imagefolder_cache_reused_and_invalidated(tmp_path: Path, monkeypatch: p
     third = load_image_folder(str(root), cache_dir=str(cache))
     assert counter.calls == 4, "an added file must invalidate the cache"
     assert len(third.train) == 5 and torch.equal(third.train.images[-1], torch.from_numpy(added).permute(2, 0, 1))
-    assert len(list(cache.glob("imagefolder-*.pt"))) == 2
+    assert len(list(cache.glob("imagefolder-*"))) == 2
 
     # Editing a file in place (same name and size, new pixels and mtime) is noticed too.
     edited = np.zeros((8, 8, 3), np.uint8)
@@ -671,13 +676,60 @@ def test_imagefolder_unreadable_cache_is_decoded_again(
     root, cache = tmp_path / "images", tmp_path / "cache"
     written = write_class_images(root, {"a": 1, "b": 1}, np.random.default_rng(12))
     load_image_folder(str(root), cache_dir=str(cache))
-    (cache_file,) = cache.glob("imagefolder-*.pt")
+    (cache_file,) = cache.glob("imagefolder-*/train.u8")
     cache_file.write_bytes(cache_file.read_bytes()[:40])
     counter = DecodeCounter(monkeypatch)
     with caplog.at_level(logging.WARNING, logger=imagefolder.__name__):
         data = load_image_folder(str(root), cache_dir=str(cache))
     assert counter.calls == 1 and torch.equal(data.train.images, expected(written)[0])
     assert any("unreadable cache" in r.getMessage() for r in caplog.records)
+
+
+def test_imagefolder_over_the_memory_limit_is_memory_mapped(
+    tmp_path: Path, compose_train: Callable[..., DictConfig], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Over memory_limit_gb the cache file is mapped, not read; splits and class subsets stay mapped, and every
+    training and validation batch is exactly what the in-memory path serves (so runs do not depend on the path)."""
+    root, cache = tmp_path / "images", tmp_path / "cache"
+    written = write_class_images(root / "train", {"a": 9, "b": 7, "c": 8}, np.random.default_rng(14))
+    write_class_images(root / "test", {"a": 2, "b": 2, "c": 1}, np.random.default_rng(15))
+    with caplog.at_level(logging.INFO, logger=imagefolder.__name__):
+        mapped = load_image_folder(str(root), cache_dir=str(cache), memory_limit_gb=0)
+    assert mapped.train.mapped and mapped.test is not None and mapped.test.mapped
+    if Path("/proc/self/maps").exists():  # Linux shows the mapping itself
+        assert str(cache) in Path("/proc/self/maps").read_text()
+    assert torch.equal(all_images(mapped.train), expected(written)[0])
+    assert any("29 images memory-mapped from the cache" in r.getMessage() for r in caplog.records)
+    held = load_image_folder(str(root), cache_dir=str(cache))  # the same cache entry, read into memory
+    assert not held.train.mapped
+    assert torch.equal(held.train.images, all_images(mapped.train))
+
+    common = ["dataset=imagefolder", f"dataset.root={root}", f"dataset.source.cache_dir={cache}", "dataset.val_size=5"]
+    bundles = {
+        limit: build_data(
+            compose_train([*common, f"dataset.source.memory_limit_gb={limit}", "dataset.classes=[a,c]"]).dataset,
+            batch_size=4,
+            eval_batch_size=3,
+            device=torch.device("cpu"),
+            seed=2,
+            channels_last=False,
+        )
+        for limit in (0, 10)
+    }
+    assert bundles[0].train.data.mapped and bundles[0].val.data.mapped and not bundles[10].train.data.mapped
+    assert bundles[0].card() == bundles[10].card()
+    for split in ("train", "val", "test"):
+        for (x, y), (x_held, y_held) in zip(getattr(bundles[0], split), getattr(bundles[10], split), strict=True):
+            assert torch.equal(x, x_held) and torch.equal(y, y_held)
+
+
+def test_imagefolder_over_the_memory_limit_without_a_cache_is_a_user_error(tmp_path: Path) -> None:
+    write_class_images(tmp_path, {"a": 1, "b": 1}, np.random.default_rng(16))
+    with pytest.raises(UserError, match="over the memory limit of 0 B; set dataset.source.cache_dir"):
+        load_image_folder(str(tmp_path), memory_limit_gb=0)
+    for bad in (-1, "lots", True):
+        with pytest.raises(UserError, match=f"dataset.source.memory_limit_gb={bad!r} is invalid"):
+            load_image_folder(str(tmp_path), memory_limit_gb=bad)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -726,7 +778,8 @@ def test_holdout_split_is_seeded_disjoint_and_sized(val_size: int | float, count
     assert set(train.labels.tolist()).isdisjoint(val.labels.tolist())
     assert sorted(train.labels.tolist() + val.labels.tolist()) == list(range(100))
     for part in (train, val):
-        assert torch.equal(part.images[:, 0, 0, 0].long(), part.labels)
+        assert torch.equal(all_images(part)[:, 0, 0, 0].long(), part.labels)
+        assert part.images.data_ptr() == data.images.data_ptr(), "a split selects rows; it copies no pixels"
 
 
 def test_holdout_split_depends_on_split_seed() -> None:
@@ -754,7 +807,9 @@ def test_build_data_holds_out_val_size_from_the_synthetic_source(compose_train: 
     train, val = split_holdout(source.train, 20, cfg.dataset.split_seed)
     assert len(bundle.train.data) == 100 and len(bundle.val.data) == 20
     assert bundle.test is not None and len(bundle.test.data) == 30
-    assert torch.equal(bundle.val.data.images, val.images) and torch.equal(bundle.train.data.labels, train.labels)
+    assert torch.equal(all_images(bundle.val.data), all_images(val)) and torch.equal(
+        bundle.train.data.labels, train.labels
+    )
     assert bundle.input_shape == (3, 32, 32) and bundle.classes == source.classes
 
 

@@ -45,7 +45,8 @@ def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A run folder whose model tells the three colours apart (best.pt and last.pt)."""
+    """A run folder whose model tells the three colours apart (best.pt and last.pt), trained from memory-mapped
+    images (the path of folders too large for memory) through the real CLI."""
     tmp = tmp_path_factory.mktemp("predict")
     write_classes(tmp / "train-images", per_class=12, seed=0)
     result = run(
@@ -55,6 +56,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "dataset=imagefolder",
             f"dataset.root={tmp / 'train-images'}",
             "dataset.val_size=6",
+            "dataset.source.memory_limit_gb=0",
             "epochs=8",
             "batch_size=8",
             f"hydra.run.dir={tmp / 'run'}",
@@ -62,6 +64,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
         tmp,
     )
     assert result.returncode == 0, result.stderr
+    assert "imagefolder: 36 images memory-mapped from the cache" in result.stdout + result.stderr
     return tmp / "run"
 
 

@@ -200,6 +200,11 @@ def _check_transfer(cfg: DictConfig) -> None:
     """init_from, trainer.finetune and the input size and statistics a pretrained backbone expects."""
     if cfg.get("init_from"):
         _checkpoint(cfg.init_from, TRAINED_WEIGHTS)
+    target = str(cfg.model.get("_target_", ""))
+    if target.startswith("cnnlab.models.timm_backbone") and importlib.util.find_spec("timm") is None:
+        from cnnlab.models.timm_backbone import import_timm
+
+        import_timm()  # says which extra to install, before any data is loaded
     trainer = cfg.trainer
     mode = trainer.get("finetune", "full")
     _require(

@@ -1,5 +1,6 @@
 """From the dataset config to ready loaders: load the source, hold out validation, compute statistics."""
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -10,8 +11,11 @@ from omegaconf import DictConfig
 
 from cnnlab.data.augment import BatchAugment
 from cnnlab.data.loader import BatchLoader
+from cnnlab.data.statistics import input_statistics
 from cnnlab.data.types import ImageSet, SourceData
 from cnnlab.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -49,20 +53,6 @@ def split_holdout(data: ImageSet, val_size: int | float, split_seed: int) -> tup
     return data.subset(order[:-count]), data.subset(order[-count:])
 
 
-def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std in [0, 1] units, accumulated in float64 chunks to bound memory."""
-    total = torch.zeros(images.shape[1], dtype=torch.float64)
-    squares = torch.zeros_like(total)
-    for part in images.split(chunk):
-        x = part.to(torch.float64).cpu() / 255
-        total += x.sum(dim=(0, 2, 3))
-        squares += (x * x).sum(dim=(0, 2, 3))
-    count = images.shape[0] * images.shape[2] * images.shape[3]
-    mean = total / count
-    std = (squares / count - mean**2).clamp_min(1e-12).sqrt()
-    return mean.float(), std.float()
-
-
 def chosen_classes(names: object, available: list[str]) -> list[str]:
     """`dataset.classes`: names of the data set's classes (or their indices), each once."""
     if isinstance(names, str) or not isinstance(names, Sequence) or not names:
@@ -92,20 +82,22 @@ def check_learnable(source: SourceData, cfg: DictConfig) -> None:
         )
 
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-def input_statistics(normalization: str, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """`data`: the training split's own per-channel mean/std; `imagenet`: the statistics ImageNet-pretrained
-    backbones were trained with (their first layers expect inputs normalised that way)."""
-    if normalization == "data":
-        return channel_stats(images)
-    if images.shape[1] != 3:
-        raise UserError(
-            f"dataset.normalization=imagenet needs RGB images, these have {images.shape[1]} channel(s); "
-            "use dataset.normalization=data or dataset.source.channels=3"
-        )
-    return torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+def fits_on(device: torch.device, data: ImageSet) -> bool:
+    """Whether in-memory images may move onto the device: on a GPU only when they take under half its free
+    memory, the rest being the model's. Images that do not fit stay in host memory and each batch is copied."""
+    if device.type != "cuda" or data.mapped:
+        return True
+    free, _ = torch.cuda.mem_get_info(device)
+    needed = data.images.numel()
+    if needed < free // 2:
+        return True
+    log.info(
+        "data: the images (%.2f GiB) stay in host memory, as they would take over half of %s's free memory; each "
+        "batch is copied to it",
+        needed / 1024**3,
+        device,
+    )
+    return False
 
 
 def build_data(
@@ -115,17 +107,16 @@ def build_data(
     if cfg.get("classes") is not None:
         source = source.keep_classes(chosen_classes(cfg.classes, source.classes))
     check_learnable(source, cfg)
-    train, val = split_holdout(source.train, cfg.val_size, cfg.split_seed)
-    mean, std = input_statistics(cfg.get("normalization", "data"), train.images)
+    pool = source.train.to(device, images_too=fits_on(device, source.train))  # moved once, then split without copies
+    train, val = split_holdout(pool, cfg.val_size, cfg.split_seed)
+    mean, std = input_statistics(cfg.get("normalization", "data"), train)
     input_size = cfg.get("input_size")
     common = {"mean": mean, "std": std, "channels_last": channels_last, "input_size": input_size}
     augment = BatchAugment(**cfg.augment)
-    test = source.test.to(device) if source.test is not None else None
+    test = source.test.to(device, images_too=fits_on(device, source.test)) if source.test is not None else None
     return DataBundle(
-        train=BatchLoader(
-            train.to(device), batch_size, shuffle=True, drop_last=True, augment=augment, seed=seed, **common
-        ),
-        val=BatchLoader(val.to(device), eval_batch_size, shuffle=False, drop_last=False, **common),
+        train=BatchLoader(train, batch_size, shuffle=True, drop_last=True, augment=augment, seed=seed, **common),
+        val=BatchLoader(val, eval_batch_size, shuffle=False, drop_last=False, **common),
         test=BatchLoader(test, eval_batch_size, shuffle=False, drop_last=False, **common) if test is not None else None,
         classes=source.classes,
         input_shape=(train.images.shape[1], *((input_size, input_size) if input_size else train.images.shape[2:])),

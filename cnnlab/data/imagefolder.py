@@ -1,4 +1,4 @@
-"""Image folders with one subfolder per class, decoded once and cached on disk as a uint8 tensor.
+"""Image folders with one subfolder per class, decoded once and cached on disk as raw uint8 rows.
 
 Layouts: root/train/<class>/* with an optional root/test/<class>/*, or root/<class>/*.
 The cache key covers every file's path, size and modification time plus the decode settings,
@@ -17,12 +17,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from cnnlab.atomic import atomic_torch_save
+from cnnlab.data.image_cache import CacheEntry, describe_bytes, memory_limit
 from cnnlab.data.types import ImageSet, SourceData
 from cnnlab.errors import UserError
 
 log = logging.getLogger(__name__)
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
+DECODE_CHUNK = 256  # images decoded at once: bounds the memory held in full-size pixels
 DEFAULT_MAX_PIXELS = 64_000_000  # images declaring more are skipped: a guard against decompression bombs
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -100,15 +101,46 @@ def decode_images(paths: list[Path], channels: int, max_pixels: int) -> list[tor
         return list(pool.map(lambda path: decode_image(path, channels, max_pixels), paths))
 
 
-def _decode_all(files: list[tuple[Path, int]], image_size: int | None, channels: int, max_pixels: int) -> ImageSet:
-    decoded = decode_images([path for path, _ in files], channels, max_pixels)
-    kept = [(img, label) for img, (_, label) in zip(decoded, files) if img is not None]
+def _first_image_size(files: list[tuple[Path, int]], channels: int, max_pixels: int) -> tuple[int, int]:
+    """The size of the first image that decodes: every image is made that size when no image_size is set."""
+    for path, _ in files:
+        image = decode_image(path, channels, max_pixels)
+        if image is not None:
+            return int(image.shape[1]), int(image.shape[2])
+    raise UserError("imagefolder: none of the files could be decoded as images")
+
+
+def _decode_into(files: list[tuple[Path, int]], target: torch.Tensor, max_pixels: int) -> torch.Tensor:
+    """Decode `files` a chunk at a time into the rows of `target` (in memory or a mapped file), skipping the
+    unreadable ones; returns the labels of the rows filled. Only one chunk of full-size images is ever held."""
+    size, kept = tuple(target.shape[-2:]), []
+    for start in range(0, len(files), DECODE_CHUNK):
+        chunk = files[start : start + DECODE_CHUNK]
+        for image, (_, label) in zip(decode_images([path for path, _ in chunk], target.shape[1], max_pixels), chunk):
+            if image is not None:
+                target[len(kept)] = resize_image(image, size)
+                kept.append(label)
     if not kept:
         raise UserError("imagefolder: none of the files could be decoded as images")
-    size = (image_size, image_size) if image_size else tuple(kept[0][0].shape[-2:])
-    images = torch.stack([resize_image(img, size) for img, _ in kept])
-    labels = torch.tensor([label for _, label in kept], dtype=torch.int64)
-    return ImageSet(images, labels)
+    return torch.tensor(kept, dtype=torch.int64)
+
+
+Listing = dict[str, list[tuple[Path, int]]]  # split -> (file, label) pairs
+
+
+def _decode_in_memory(files: Listing, shape: tuple[int, ...], max_pixels: int) -> dict[str, ImageSet]:
+    splits = {}
+    for split, listed in files.items():
+        target = torch.empty((len(listed), *shape), dtype=torch.uint8)
+        labels = _decode_into(listed, target, max_pixels)
+        splits[split] = ImageSet(target[: len(labels)], labels)
+    return splits
+
+
+def _decode_to_cache(entry: CacheEntry, files: Listing, shape: tuple[int, ...], max_pixels: int) -> None:
+    with entry.writing(shape, {split: len(listed) for split, listed in files.items()}) as writer:
+        for split, listed in files.items():
+            writer.labels[split] = _decode_into(listed, writer.targets[split], max_pixels)
 
 
 def load_image_folder(
@@ -117,8 +149,13 @@ def load_image_folder(
     channels: int = 3,
     cache_dir: str | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    memory_limit_gb: float | str = "auto",
 ) -> SourceData:
-    """Decode (or load from cache) the train and optional test split of an image folder."""
+    """The train and optional test split of an image folder, decoded once and cached.
+
+    The decoded set is held in memory when it fits `memory_limit_gb`, else memory-mapped from the cache
+    (each batch then reads only its own images from disk or the page cache).
+    """
     base = Path(root).expanduser()
     if not base.is_dir():
         raise UserError(f"imagefolder: dataset.root={root} is not a folder; point it at your images")
@@ -133,6 +170,7 @@ def load_image_folder(
             f"dataset.source.image_size={image_size!r} is invalid: use null (the images' own size) or a whole "
             "number of pixels >= 1, such as 32"
         )
+    limit = memory_limit(memory_limit_gb)
     train_dir = base / "train" if (base / "train").is_dir() else base
     classes = [p.name for p in _class_folders(train_dir)]
     if not classes:
@@ -148,24 +186,43 @@ def load_image_folder(
             )
     files = {split: _list_files(folder, classes) for split, folder in split_dirs.items()}
     key = _fingerprint([f for split in files.values() for f in split], base, (image_size, channels, max_pixels))
-    cache = Path(cache_dir).expanduser() / f"imagefolder-{key}.pt" if cache_dir else None
-    if cache is not None and cache.exists():
-        try:
-            blob = torch.load(cache, weights_only=True)
-            log.info("imagefolder: loaded decoded images from cache %s", cache)
-            return SourceData(ImageSet(*blob["train"]), ImageSet(*blob["test"]) if "test" in blob else None, classes)
-        except (RuntimeError, OSError, KeyError, EOFError) as e:
-            log.warning("imagefolder: ignoring unreadable cache %s (%s)", cache, e)
-    log.info("imagefolder: decoding %d images under %s", sum(len(f) for f in files.values()), base)
-    splits = {split: _decode_all(f, image_size, channels, max_pixels) for split, f in files.items()}
-    if "test" in splits and splits["test"].images.shape[1:] != splits["train"].images.shape[1:]:
-        splits["test"] = ImageSet(
-            torch.stack([resize_image(img, tuple(splits["train"].images.shape[-2:])) for img in splits["test"].images]),
-            splits["test"].labels,
-        )
-    if cache is not None:
-        try:
-            atomic_torch_save({name: (s.images, s.labels) for name, s in splits.items()}, cache)
-        except OSError as e:
-            log.warning("imagefolder: could not write cache %s (%s); the folder is decoded again next run", cache, e)
+    entry = CacheEntry(Path(cache_dir).expanduser() / f"imagefolder-{key}") if cache_dir else None
+    total = sum(len(listed) for listed in files.values())
+    size = (image_size, image_size) if image_size else _first_image_size(files["train"], channels, max_pixels)
+    shape = (channels, *size)
+    needed = total * channels * size[0] * size[1]
+    mapped = needed > limit
+    where = (
+        f"memory-mapped from the cache, as {describe_bytes(needed)} decoded is over the memory limit of "
+        f"{describe_bytes(limit)} (dataset.source.memory_limit_gb)"
+        if mapped
+        else f"held in memory ({describe_bytes(needed)} decoded, within the limit of {describe_bytes(limit)})"
+    )
+    if entry is None:
+        if mapped:
+            raise UserError(
+                f"imagefolder: {total} images at {channels}x{size[0]}x{size[1]} take {describe_bytes(needed)} "
+                f"decoded, over the memory limit of {describe_bytes(limit)}; set dataset.source.cache_dir to a folder "
+                "with that much free disk so they can be memory-mapped, or lower dataset.source.image_size"
+            )
+        log.info("imagefolder: decoding %d images under %s; %s", total, base, where)
+        splits = _decode_in_memory(files, shape, max_pixels)
+    else:
+        splits = entry.read(mapped) if entry.exists() else None
+        if splits is None:
+            log.info("imagefolder: decoding %d images under %s into the cache %s", total, base, entry.folder)
+            try:
+                _decode_to_cache(entry, files, shape, max_pixels)
+                splits = entry.read(mapped)
+                if splits is None:
+                    raise OSError("the cache just written could not be read back")
+            except OSError as e:
+                if mapped:
+                    raise UserError(
+                        f"imagefolder: could not write the cache {entry.folder} ({e}); the images need "
+                        f"{describe_bytes(needed)} of disk there: free some or point dataset.source.cache_dir elsewhere"
+                    ) from e
+                log.warning("imagefolder: could not write cache %s (%s); decoding in memory instead", entry.folder, e)
+                splits = _decode_in_memory(files, shape, max_pixels)
+        log.info("imagefolder: %d images %s", sum(len(s) for s in splits.values()), where)
     return SourceData(splits["train"], splits.get("test"), classes)

@@ -1,4 +1,4 @@
-"""Batches served from an in-memory uint8 tensor that already sits on the training device."""
+"""Batches served from uint8 images held on the training device, in host memory, or memory-mapped on disk."""
 
 from collections.abc import Callable, Iterator
 
@@ -32,7 +32,7 @@ class BatchLoader:
     ) -> None:
         self.data = data
         self.batch_size = batch_size
-        self.device = data.images.device
+        self.device = data.labels.device  # where batches go; the images may be stored elsewhere (see ImageSet.to)
         self.mean = mean.to(self.device).view(1, -1, 1, 1)
         self.std = std.to(self.device).view(1, -1, 1, 1)
         self.shuffle = shuffle
@@ -92,7 +92,7 @@ class Batches:
         loader, size = self.loader, self.loader.batch_size
         for start in range(self.start_step * size, len(loader) * size, size):
             index = self.order[start : start + size]
-            images = loader.data.images[index]
+            images = loader.data.gather(index).to(loader.device, non_blocking=True)
             if loader.augment is not None:
                 images = loader.augment(images, self.generator)
             yield loader.normalize(images), loader.data.labels[index]

@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from cnnlab.atomic import atomic_json_dump
-from cnnlab.data.build import channel_stats
+from cnnlab.data.statistics import channel_stats
 from cnnlab.data.types import ImageSet, SourceData
 
 log = logging.getLogger("cnnlab")
@@ -28,7 +28,7 @@ def summarize(source: SourceData) -> dict[str, Any]:
     classes = source.classes
     splits = {"train": source.train, "test": source.test}
     channels, height, width = source.train.images.shape[1:]
-    mean, std = channel_stats(source.train.images)
+    mean, std = channel_stats(source.train)
     return {
         "classes": classes,
         "image_size": [int(height), int(width)],
@@ -52,7 +52,7 @@ def pick_samples(data: ImageSet, num_classes: int, per_class: int, seed: int = 0
     """Up to `per_class` images of each class, drawn with a fixed seed so reruns show the same ones."""
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
     labels = data.labels.cpu()[order]
-    return [data.images[order[labels == c][:per_class].to(data.images.device)].cpu() for c in range(num_classes)]
+    return [data.gather(order[labels == c][:per_class]).cpu() for c in range(num_classes)]
 
 
 def write_overview(dataset: DictConfig, samples_per_class: int, run_dir: Path) -> dict[str, Any]:

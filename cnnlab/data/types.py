@@ -1,5 +1,6 @@
 """Plain containers passed between data sources, the splitter and the loaders."""
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -7,19 +8,51 @@ import torch
 
 @dataclass
 class ImageSet:
-    """Decoded images as uint8 NCHW plus int64 labels, both on the same device."""
+    """Decoded images as uint8 NCHW plus int64 labels.
+
+    A subset selects `rows` of the same `images` instead of copying pixels, so splitting a large set
+    costs no memory. `mapped` images are a memory-mapped file: they stay on the host and each batch reads
+    only its own rows.
+    """
 
     images: torch.Tensor
     labels: torch.Tensor
+    rows: torch.Tensor | None = None
+    mapped: bool = False
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def subset(self, index: torch.Tensor) -> "ImageSet":
-        return ImageSet(self.images[index], self.labels[index])
+    def gather(self, index: torch.Tensor) -> torch.Tensor:
+        """The images at positions `index`, on the device where the images are stored."""
+        index = index.to(self.images.device)
+        return self.images[index if self.rows is None else self.rows[index]]
 
-    def to(self, device: torch.device) -> "ImageSet":
-        return ImageSet(self.images.to(device), self.labels.to(device))
+    def chunks(self, size: int) -> Iterator[torch.Tensor]:
+        """Every image once, `size` at a time (in file order, which is what reading a mapped file wants)."""
+        if self.rows is None:
+            yield from self.images.split(size)
+            return
+        ordered = self.rows.sort().values
+        for start in range(0, len(ordered), size):
+            yield self.images[ordered[start : start + size]]
+
+    def subset(self, index: torch.Tensor) -> "ImageSet":
+        rows = index.to(self.images.device)
+        return ImageSet(
+            self.images,
+            self.labels[index.to(self.labels.device)],
+            rows if self.rows is None else self.rows[rows],
+            self.mapped,
+        )
+
+    def to(self, device: torch.device, images_too: bool = True) -> "ImageSet":
+        """Labels onto `device`, and the images too unless they are mapped or `images_too` is False (each batch
+        is then copied to the device on its own)."""
+        if self.mapped or not images_too:
+            return ImageSet(self.images, self.labels.to(device), self.rows, self.mapped)
+        rows = self.rows.to(device) if self.rows is not None else None
+        return ImageSet(self.images.to(device), self.labels.to(device), rows, self.mapped)
 
 
 @dataclass
@@ -37,8 +70,9 @@ class SourceData:
         relabel[index] = torch.arange(len(index))
 
         def kept(data: ImageSet) -> ImageSet:
-            mask = relabel.to(data.labels.device)[data.labels] >= 0
-            return ImageSet(data.images[mask], relabel.to(data.labels.device)[data.labels[mask]])
+            new_labels = relabel.to(data.labels.device)[data.labels]
+            subset = data.subset(torch.nonzero(new_labels >= 0).flatten())
+            return ImageSet(subset.images, new_labels[new_labels >= 0], subset.rows, subset.mapped)
 
         return SourceData(
             kept(self.train),

@@ -65,22 +65,38 @@ def _from_torchvision(name: str, weights: str) -> nn.Module:
         ) from e
 
 
-def _from_file(name: str, path: Path) -> nn.Module:
-    """The network with a state dict saved by torch.save(model.state_dict()); its classifier may differ."""
-    import torchvision
+def is_weights_file(weights: str) -> bool:
+    return weights.endswith((".pt", ".pth", ".safetensors")) or "/" in weights or os.sep in weights
 
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict file, read without running code: torch.save's format (weights only) or safetensors."""
     if not path.is_file():
         raise UserError(f"model.weights={path} is not a file; use DEFAULT, none, or a path to a state dict")
     try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(path)
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch.load fails in many ways on foreign bytes
+    except ImportError:
+        raise UserError(f"model.weights={path}: reading .safetensors needs the safetensors package") from None
+    except Exception as e:  # noqa: BLE001 - loaders fail in many ways on foreign bytes
         raise UserError(f"model.weights={path} is not a readable state dict ({str(e).splitlines()[0][:100]})") from e
-    model = torchvision.models.get_model(name, weights=None)
-    head, _ = last_linear(model)
+    return state if isinstance(state, dict) else {}
+
+
+def load_body(model: nn.Module, heads: tuple[str, ...], path: Path, name: str) -> None:
+    """Load every tensor of a state dict file into `model` except its classifier (`heads`, replaced after)."""
+    state = _read_state_dict(path)
     expected = model.state_dict()
-    body = {k: v for k, v in state.items() if not k.startswith(head + ".")} if isinstance(state, dict) else {}
+
+    def is_head(key: str) -> bool:
+        return any(key.startswith(head + ".") for head in heads)
+
+    body = {k: v for k, v in state.items() if not is_head(k)}
     wrong = [k for k, v in body.items() if k not in expected or getattr(v, "shape", None) != expected[k].shape]
-    missing = [k for k in expected if k not in body and not k.startswith(head + ".")]
+    missing = [k for k in expected if k not in body and not is_head(k)]
     if not body or wrong or missing:
         example = (wrong or missing or ["(no tensors)"])[0]
         raise UserError(
@@ -88,7 +104,6 @@ def _from_file(name: str, path: Path) -> nn.Module:
             f"missing tensors, e.g. {example}); save them with torch.save(model.state_dict(), path)"
         )
     model.load_state_dict(body, strict=False)
-    return model
 
 
 class TorchvisionModel(nn.Module):
@@ -120,8 +135,9 @@ class TorchvisionModel(nn.Module):
         weights = "none" if weights is None else str(weights)
         if weights in NO_WEIGHTS:
             self.backbone = torchvision.models.get_model(name, weights=None)
-        elif weights.endswith((".pt", ".pth")) or "/" in weights or os.sep in weights:
-            self.backbone = _from_file(name, Path(weights).expanduser())
+        elif is_weights_file(weights):
+            self.backbone = torchvision.models.get_model(name, weights=None)
+            load_body(self.backbone, (last_linear(self.backbone)[0],), Path(weights).expanduser(), name)
         else:
             self.backbone = _from_torchvision(name, weights)
         _replace_head(self.backbone, num_classes)
