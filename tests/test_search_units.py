@@ -196,3 +196,37 @@ def test_a_dead_sweeps_finished_trials_are_recorded_and_the_rest_requeued(tmp_pa
     assert trials[2].state == optuna.trial.TrialState.WAITING  # queued again with the same parameters:
     assert trials[2].system_attrs["fixed_params"] == trials[1].params
     assert [counts_toward_budget(t) for t in trials[:2]] == [True, False]
+
+
+def test_repeated_seeds_are_summarised_as_mean_and_std_per_configuration(tmp_path: Path) -> None:
+    """`cnnlab -m seed=0,1,2 lr=0.1,0.2`: per lr, the mean and sample std of the seeds that completed."""
+    from cnnlab.sweeps.report import write_report
+    from cnnlab.sweeps.seeds import seed_groups
+
+    root = tmp_path / "s"
+    root.mkdir()
+    task = ["seed=0,1,2", "lr=0.1,0.2"]
+    (root / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {"task": task}}}))
+    accuracy = {("0", "0.1"): 0.80, ("1", "0.1"): 0.82, ("2", "0.1"): 0.84, ("0", "0.2"): 0.90, ("1", "0.2"): 0.86}
+    for number, ((seed, lr), acc) in enumerate([*accuracy.items(), (("2", "0.2"), None)]):
+        (root / str(number) / ".hydra").mkdir(parents=True)
+        (root / str(number) / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"seed={seed}", f"lr={lr}"]))
+        metrics = {"status": "completed", "best_val_acc": acc, "train_time_s": 10.0 * (number + 1)}
+        (root / str(number) / "metrics.json").write_text(json.dumps(metrics if acc else {"status": "diverged"}))
+    results = load_sweep(root)
+    groups = seed_groups(results)
+    assert [(g.params, sorted(g.seeds)) for g in groups] == [
+        ({"lr": "0.2"}, ["0", "1"]),
+        ({"lr": "0.1"}, ["0", "1", "2"]),
+    ]
+    assert groups[0].means["best_val_acc"] == pytest.approx(0.88) and groups[0].stds["best_val_acc"] == pytest.approx(
+        0.02828, abs=1e-5
+    )
+    assert groups[1].means["best_val_acc"] == pytest.approx(0.82) and groups[1].stds["best_val_acc"] == pytest.approx(
+        0.02
+    )
+    assert groups[1].mean_time_s == pytest.approx(20.0)
+    write_report(root, show=False)
+    report = (root / "report.md").read_text()
+    assert "## Over seeds" in report
+    assert "| 0.2 | 2 | 0.8800 ± 0.0283 | 45.0 |" in report and "| 0.1 | 3 | 0.8200 ± 0.0200 | 20.0 |" in report

@@ -19,6 +19,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from cnnlab.atomic import atomic_bytes_write
 from cnnlab.run_folder import RunStatus
 from cnnlab.sweeps.results import SweepResults, TrialRow, best_command, load_sweep
+from cnnlab.sweeps.seeds import seed_groups, seed_table
 
 log = logging.getLogger("cnnlab")
 
@@ -153,6 +154,14 @@ def print_table(results: SweepResults, limit: int = 20) -> None:
         table.add_row(*(Text(line[i]) for i in kept), Text(params))
     console = get_console()
     console.print(table)
+    seed_header, seed_cells = seed_table(results, seed_groups(results))
+    if seed_cells:
+        over_seeds = Table(title="over seeds (completed trials per configuration)")
+        for name in seed_header:
+            over_seeds.add_column(name, justify="right", no_wrap=True)
+        for line in seed_cells:
+            over_seeds.add_row(*(Text(cell) for cell in line))
+        console.print(over_seeds)
     if results.best is not None:
         console.print(Text(f"best: {best_command(results.best)}"))
 
@@ -183,6 +192,11 @@ def _markdown(results: SweepResults, importance: dict[str, float], plots: list[s
         ]
     lines += ["## Trials", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in line) + " |" for line in cells]
+    seed_header, seed_cells = seed_table(results, seed_groups(results))
+    if seed_cells:
+        lines += ["", "## Over seeds", "", "Completed trials grouped by every parameter but `seed`.", ""]
+        lines += ["| " + " | ".join(seed_header) + " |", "|" + "---|" * len(seed_header)]
+        lines += ["| " + " | ".join(line) + " |" for line in seed_cells]
     if importance:
         lines += ["", "## Parameter importances (PED-ANOVA)", "", "| parameter | importance |", "|---|---|"]
         lines += [f"| {k} | {v:.3f} |" for k, v in importance.items()]
