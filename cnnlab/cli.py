@@ -15,7 +15,7 @@ from cnnlab.errors import UserErrorExit
 
 TASKS = {
     "train": ("cnnlab.tasks.train", "train a model (default task); add -m to sweep"),
-    "eval": ("cnnlab.tasks.eval", "evaluate a checkpoint: cnnlab eval ckpt=<run folder or .pt> [split=val] [tta=true]"),
+    "eval": ("cnnlab.tasks.eval", "evaluate a checkpoint: cnnlab eval ckpt=<run folder or .pt> [split=val] [tta=flip]"),
     "data": ("cnnlab.tasks.data", "class counts, image statistics and sample plots of a dataset"),
     "bench": (
         "cnnlab.tasks.bench",

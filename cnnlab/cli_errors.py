@@ -14,7 +14,7 @@ from hydra.errors import (
 )
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from cnnlab.errors import UserErrorExit, find_user_error
+from cnnlab.errors import UserErrorExit, find_user_error, install_extra
 
 
 def _first_lines(text: str, count: int = 2) -> str:
@@ -75,10 +75,7 @@ def describe(exc: BaseException, task: str = "train") -> str | None:
     if isinstance(exc, MissingConfigException) and exc.missing_cfg_file and "/" in exc.missing_cfg_file:
         group, option = exc.missing_cfg_file.rsplit("/", 1)
         if group == "hydra/launcher":  # cnnlab's launcher option exists, Hydra's plugin for it does not
-            return (
-                f"Hydra's {option} launcher is not installed: "
-                'pip install -e ".[cluster]" (or pip install cnnlab[cluster])'
-            )
+            return f"Hydra's {option} launcher is not installed: {install_extra('cluster')}"
         options = ", ".join(exc.options or [])
         return f"unknown {group} '{option}'; choose one of: {options} (see cnnlab --help)"
     if isinstance(exc, ConfigCompositionException) and (unknown := _unknown_key(exc, task)):

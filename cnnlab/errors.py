@@ -15,6 +15,15 @@ class UserError(Exception):
     """A problem with the user's input; the message says what is wrong and how to fix it."""
 
 
+def install_extra(extra: str) -> str:
+    """How to install one of cnnlab's optional extras, from a checkout or from the package index."""
+    return f'pip install -e ".[{extra}]" (or pip install cnnlab[{extra}])'
+
+
+def timm_missing() -> UserError:
+    return UserError(f"model=timm needs timm, not installed here: {install_extra('timm')}")
+
+
 class UserErrorExit(BaseException):
     """Carries a UserError raised inside a job out through Hydra's job runner.
 

@@ -17,9 +17,9 @@ def group_options(group: str) -> list[str]:
 
 def test_groups_hold_the_documented_options() -> None:
     assert group_options("dataset") == ["cifar10", "fashion_mnist", "imagefolder", "mnist", "synthetic"]
-    assert group_options("model") == ["efficient", "efficient_tiny", "mlp", "simple_cnn", "torchvision"]
-    assert group_options("optimizer") == ["adam", "adamw", "rmsprop", "sgd"]
-    assert group_options("scheduler") == ["cosine", "none", "onecycle", "step"]
+    assert group_options("model") == ["efficient", "efficient_tiny", "mlp", "simple_cnn", "timm", "torchvision"]
+    assert group_options("optimizer") == ["adam", "adamw", "muon", "rmsprop", "sgd"]
+    assert group_options("scheduler") == ["cosine", "linear", "none", "onecycle", "step"]
     assert "grid" in group_options("sweeper")
     assert "smoke" in group_options("experiment")
 

@@ -32,6 +32,7 @@ from cnnlab.data.build import build_data, holdout_count, split_holdout
 from cnnlab.data.cifar import CLASSES as CIFAR_CLASSES
 from cnnlab.data.cifar import load_cifar10
 from cnnlab.data.imagefolder import load_image_folder
+from cnnlab.data.loader import BatchOrigin
 from cnnlab.data.mnist import load_mnist
 from cnnlab.data.synthetic import make_synthetic
 from cnnlab.data.types import ImageSet
@@ -883,12 +884,14 @@ def test_random_flip_mirrors_width_for_some_images() -> None:
 def test_batch_augment_switches() -> None:
     """Crop and flip off leaves the batch untouched; RandAugment on keeps the uint8 shape."""
     images = position_coded(8)
+    origin = BatchOrigin(torch.arange(8), epoch=0, seed=0)
     gen = torch.Generator().manual_seed(2)
-    assert torch.equal(BatchAugment(crop_padding=0, flip=False)(images, gen), images)
-    crop_only = BatchAugment(crop_padding=1, flip=False)(images, torch.Generator().manual_seed(3))
+    assert torch.equal(BatchAugment(crop_padding=0, flip=False)(images, origin, gen), images)
+    crop_only = BatchAugment(crop_padding=1, flip=False)(images, origin, torch.Generator().manual_seed(3))
     assert torch.equal(crop_only, random_crop(images, 1, torch.Generator().manual_seed(3)))
     rand = BatchAugment(crop_padding=0, flip=False, randaugment=True, randaugment_group=4)(
         torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8, generator=gen),
+        origin,
         gen,
     )
     assert rand.shape == (8, 3, 16, 16) and rand.dtype == torch.uint8

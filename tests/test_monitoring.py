@@ -68,7 +68,7 @@ def test_eval_reproduces_the_recorded_test_accuracy(run_cnnlab, tmp_path: Path) 
     assert "confusion matrix" in result.stdout and f"{recorded['test_acc']:.4f}" in result.stdout
     tta = run_cnnlab("eval", f"ckpt={run}/checkpoints/best.pt", "split=val", "tta=true")
     assert tta.returncode == 0, tta.stderr
-    assert json.loads((run / "eval.json").read_text())["tta"] is True
+    assert json.loads((run / "eval.json").read_text())["tta"] == "flip"  # true is the older name of flip
 
 
 def test_the_best_validation_weights_are_tested_and_eval_reproduces_both(compose_train, run_cnnlab, tmp_path) -> None:
@@ -117,12 +117,14 @@ def test_early_stopping(compose_train, tmp_path: Path) -> None:
     assert metrics["stopped_by"] == "patience" and metrics["epochs_completed"] == 3
 
 
-def test_time_budget_fits_the_epochs(compose_train, tmp_path: Path) -> None:
+def test_time_budget_sets_the_steps_and_the_schedule_anneals_at_its_end(compose_train, tmp_path: Path) -> None:
     import torch
 
-    metrics = train_in_process(compose_train([*TINY, "epochs=1", "trainer.time_budget=4s"]), tmp_path)
-    planned = torch.load(tmp_path / "checkpoints/last.pt", weights_only=True)["planned_epochs"]
-    assert metrics["status"] == "completed"
-    assert planned >= 2  # an epoch here takes well under a second: the budget, not `epochs`, sets the length
-    assert metrics["epochs_completed"] <= planned
-    assert metrics["train_time_s"] <= 4.0 + max(h["time/epoch_s"] for h in metrics["history"])
+    cfg = compose_train([*TINY, "epochs=1", "trainer.time_budget=4s", "scheduler=linear", "scheduler.end_factor=0.01"])
+    metrics = train_in_process(cfg, tmp_path)
+    checkpoint = torch.load(tmp_path / "checkpoints/last.pt", weights_only=True)
+    assert metrics["status"] == "completed" and metrics["time_budget_s"] == 4.0
+    assert metrics["epochs_completed"] >= 2  # an epoch here takes well under a second: the budget sets the length
+    assert checkpoint["global_step"] == checkpoint["total_steps"] == checkpoint["scheduler"]["total_steps"]
+    assert checkpoint["scheduler"]["_last_lr"][0] == pytest.approx(cfg.lr * 0.01)  # annealed on the last step
+    assert metrics["train_time_s"] <= 4.0 * 1.03 + max(h["time/epoch_s"] for h in metrics["history"])

@@ -33,7 +33,7 @@ def test_speed_presets_put_dense_convs_early_and_separable_se_late(
 ) -> None:
     cfg = compose_train([f"experiment={experiment}"])
     validate_train_config(cfg)
-    assert cfg.dataset.name == "cifar10" and cfg.trainer.tta is True
+    assert cfg.dataset.name == "cifar10" and cfg.trainer.tta == "flip"
     assert parse_duration(cfg.trainer.time_budget) == budget_s
     net = instantiate(cfg.model, in_channels=3, num_classes=10, image_size=[32, 32])
     assert isinstance(net, EfficientCNN)
@@ -103,7 +103,7 @@ def test_flip_tta_validation_averages_each_image_with_its_mirror() -> None:
     images = torch.randint(0, 256, (20, 3, 8, 8), dtype=torch.uint8)
     data = ImageSet(images, torch.randint(0, 10, (20,)))
     loader = BatchLoader(data, 8, torch.zeros(3), torch.ones(3), shuffle=False, drop_last=False)
-    trainer = Trainer(plain_step(model), tracker=None, flip_tta=True)
+    trainer = Trainer(plain_step(model), tracker=None, tta="flip")
     logits, labels = trainer.predict(loader)
     x = images.float() / 255
     with torch.no_grad():
@@ -133,20 +133,20 @@ def test_bench_weighs_compile_time_and_validation_against_the_run_length() -> No
 
 
 def test_resume_treats_settings_added_later_as_their_old_behaviour() -> None:
-    current = {"model": {"downsample": "stride"}, "trainer": {"tta": False}}
+    current = {"model": {"downsample": "stride"}, "trainer": {"tta": "none"}}
     assert config_changes({"model": {}, "trainer": {}}, current) == []
     changed = config_changes(
-        {"model": {}, "trainer": {}}, {"model": {"downsample": "maxpool"}, "trainer": {"tta": True}}
+        {"model": {}, "trainer": {}}, {"model": {"downsample": "maxpool"}, "trainer": {"tta": "flip"}}
     )
-    assert changed == ["model.downsample: stride -> maxpool", "trainer.tta: False -> True"]
+    assert changed == ["model.downsample: stride -> maxpool", "trainer.tta: none -> flip"]
 
 
-def test_run_passes_flip_tta_to_the_trainer(compose_train, tmp_path: Path) -> None:
+def test_run_passes_the_tta_level_to_the_trainer(compose_train, tmp_path: Path) -> None:
     overrides = ["experiment=smoke", "dataset.train_size=300", "dataset.val_size=100", "dataset.test_size=100"]
-    for tta in (True, False):
-        run = prepare_run(compose_train([*overrides, f"trainer.tta={str(tta).lower()}"]), tmp_path / str(tta))
+    for tta, level in (("true", "flip"), ("false", "none")):  # the older true/false name flip and none
+        run = prepare_run(compose_train([*overrides, f"trainer.tta={tta}"]), tmp_path / tta)
         run.tracker.close()
-        assert run.trainer.flip_tta is tta
+        assert run.trainer.tta == level
 
 
 def test_bench_measures_each_variant_and_recommends_the_fastest(run_cnnlab, tmp_path: Path) -> None:

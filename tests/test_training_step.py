@@ -43,16 +43,16 @@ def test_budget_probe_and_loop_take_the_same_step_with_the_same_autocast(
     amp: str,
     dtype: torch.dtype | None,
 ) -> None:
-    cfg = compose_train([*TINY, f"trainer.amp={amp}", "trainer.time_budget=10m"])
+    cfg = compose_train([*TINY, f"trainer.amp={amp}", "trainer.time_budget=2s"])
     autocast_calls[0][0] = "probe"
     run = prepare_run(cfg, tmp_path)  # the time budget makes it time the step first
     autocast_calls[0][0] = "loop"
     with run.tracker:
-        run.trainer.fit(run.data.train, run.data.val, epochs=1)
+        run.trainer.fit(run.data.train, run.data.val, epochs=1)  # the budget's plan, not `epochs`, sets the length
     probe = {(device, d) for phase, device, d in autocast_calls[1:] if phase == "probe"}
     loop = {(device, d) for phase, device, d in autocast_calls[1:] if phase == "loop"}
     assert probe == loop == {("cpu", dtype)}
-    assert sum(phase == "loop" for phase, *_ in autocast_calls[1:]) == len(run.data.train)  # one step per batch
+    assert sum(phase == "loop" for phase, *_ in autocast_calls[1:]) == run.trainer.global_step  # one per step
 
 
 def test_bench_measures_through_the_run_step(compose_train, autocast_calls: list) -> None:
@@ -82,3 +82,30 @@ def test_step_trains_and_steps_the_schedule_once_per_batch() -> None:
     assert loss < first and not loss.requires_grad and logits.shape == (16, 3)
     assert scheduler.last_epoch == 21 and optimizer.param_groups[0]["lr"] == pytest.approx(0.5 / 22)
     assert not step.scaler.is_enabled()  # loss scaling is for float16 only
+
+
+def test_budget_plan_counts_steps_and_a_validation_per_epoch() -> None:
+    """100 s, 10 steps per epoch at 1 s plus a 5 s validation: six whole epochs (90 s), then 5 steps and their
+    validation fill the last 10 s: the schedule ends with the budget, inside a partial seventh epoch."""
+    from cnnlab.training.budget import BudgetPlan
+
+    plan = BudgetPlan(budget_s=100.0, steps_per_epoch=10, step_s=1.0, eval_s=5.0)
+    assert plan.cost_s(0, 65) == 65 + 7 * 5 == 100
+    assert plan.total_steps(used_s=0.0, done_steps=0) == 65
+    assert plan.total_steps(used_s=98.0, done_steps=60) == 60  # nothing more fits
+    assert plan.cost_s(15, 10) == 10 + 2 * 5  # from mid-epoch: that epoch's validation and the next one's
+
+
+def test_budget_replans_from_the_measured_epoch() -> None:
+    """A first epoch slowed down by a busy machine is not taken as the pace of the run, and a schedule a few
+    steps from its end is finished rather than cut at a high learning rate."""
+    from cnnlab.training.budget import BudgetPlan, StepBudget
+
+    budget = StepBudget(BudgetPlan(budget_s=100.0, steps_per_epoch=10, step_s=2.0, eval_s=5.0), total_steps=35)
+    # epoch 1 took 30 s (the probe's pace), but its steady steps ran at 1 s: 70 s left hold 4 epochs + 5 steps
+    assert budget.replan(used_s=30.0, done_steps=10, step_s=1.0, eval_s=5.0) == 55
+    # the machine slowed: after epoch 5 only the end of the plan is left and nothing more fits
+    small = StepBudget(BudgetPlan(budget_s=100.0, steps_per_epoch=10, step_s=1.0, eval_s=0.5), total_steps=52)
+    assert small.replan(used_s=99.5, done_steps=50, step_s=1.0, eval_s=0.5) == 52  # 2.5 s over: finished
+    large = StepBudget(BudgetPlan(budget_s=100.0, steps_per_epoch=10, step_s=1.0, eval_s=0.5), total_steps=60)
+    assert large.replan(used_s=99.5, done_steps=50, step_s=1.0, eval_s=0.5) == 50  # 10.5 s over: stopped

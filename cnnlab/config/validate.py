@@ -16,8 +16,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from cnnlab.config.choices import FLIP_MODES, PAD_MODES, TTA_LEVELS
 from cnnlab.config.duration import parse_duration
-from cnnlab.errors import UserError, UserErrorExit
+from cnnlab.errors import UserError, UserErrorExit, install_extra, timm_missing
 from cnnlab.folder_lock import busy_run, is_locked
 from cnnlab.run_folder import (
     CHECKPOINTS_DIR,
@@ -30,6 +31,7 @@ from cnnlab.run_folder import (
 )
 
 FINETUNE_MODES = ("full", "head", "gradual")  # how cnnlab.training.finetune.Finetune trains a backbone
+AVERAGING_MODES = ("none", "ema", "lookahead")  # trainer.weight_averaging (cnnlab.training.averaging)
 NORMALIZATIONS = ("data", "imagenet")
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 EVAL_SPLITS = ("test", "val", "train")
@@ -43,10 +45,10 @@ SWITCHES = (
     "dataset.augment.randaugment",
     "dataset.source.download",
     "optimizer.nesterov",
+    "model.bn_frozen_scale",
     "trainer.no_decay_norm_bias",
     "trainer.histograms",
     "trainer.log_graph",
-    "trainer.tta",
     "trainer.channels_last",
 )
 
@@ -78,6 +80,20 @@ def _switch(cfg: DictConfig, key: str, example: str = "true") -> None:
     """`key`, where the config has it, is true or false (a word such as "no" would otherwise count as true)."""
     value = OmegaConf.select(cfg, key, default=False)
     _require(isinstance(value, bool), key, value, "must be true or false", f"{key}={example}")
+
+
+def _choice(cfg: DictConfig, key: str, choices: tuple[str, ...]) -> None:
+    """`key`, where the config has it, names one of `choices`."""
+    value = OmegaConf.select(cfg, key, default=choices[0])
+    _require(value in choices, key, value, f"must be one of {', '.join(choices)}", f"{key}={choices[-1]}")
+
+
+def _tta(cfg: DictConfig, key: str) -> None:
+    """A TTA level, or true/false as configs wrote it before there were levels."""
+    value = OmegaConf.select(cfg, key, default="none")
+    levels = ", ".join(TTA_LEVELS)
+    rule = f"must be one of {levels} (true and false still mean flip and none)"
+    _require(isinstance(value, bool) or value in TTA_LEVELS, key, value, rule, f"{key}=flip")
 
 
 def _check_device(device: str) -> None:
@@ -156,6 +172,8 @@ def _check_dataset(cfg: DictConfig) -> None:
     _whole(cfg, "dataset.augment.randaugment_ops", 1, "2")
     _whole(cfg, "dataset.augment.randaugment_magnitude", 0, "9", maximum=30)
     _whole(cfg, "dataset.augment.randaugment_group", 1, "32")
+    _choice(cfg, "dataset.augment.flip_mode", FLIP_MODES)
+    _choice(cfg, "dataset.augment.pad_mode", PAD_MODES)
 
 
 def _check_trainer(cfg: DictConfig) -> None:
@@ -192,8 +210,57 @@ def _check_trainer(cfg: DictConfig) -> None:
         "must be null (off) or a number > 1",
         "trainer.divergence_factor=10",
     )
+    bias_factor = trainer.get("bias_lr_factor", 1.0)
+    _require(
+        _is_number(bias_factor) and bias_factor > 0,
+        "trainer.bias_lr_factor",
+        bias_factor,
+        "must be a number > 0",
+        "trainer.bias_lr_factor=64",
+    )
     if trainer.time_budget is not None:
         parse_duration(trainer.time_budget)
+    _tta(cfg, "trainer.tta")
+
+
+def _check_averaging(cfg: DictConfig) -> None:
+    """trainer.weight_averaging and its modes' settings: an average that moves, a Lookahead that trains."""
+    trainer = cfg.trainer
+    mode = trainer.get("weight_averaging", "none")
+    modes = ", ".join(AVERAGING_MODES)
+    _require(
+        mode in AVERAGING_MODES,
+        "trainer.weight_averaging",
+        mode,
+        f"must be one of {modes}",
+        "trainer.weight_averaging=ema",
+    )
+    _whole(cfg, "trainer.ema_every", 1, "5")
+    _whole(cfg, "trainer.lookahead_steps", 1, "5")
+    decay = trainer.get("ema_decay", 0.95)
+    rule = "must be a number in [0, 1)"
+    _require(_is_number(decay) and 0 <= decay < 1, "trainer.ema_decay", decay, rule, "trainer.ema_decay=0.95")
+    alpha = trainer.get("lookahead_alpha", 0.5)
+    rule = "must be a number in (0, 1]"
+    _require(
+        _is_number(alpha) and 0 < alpha <= 1, "trainer.lookahead_alpha", alpha, rule, "trainer.lookahead_alpha=0.5"
+    )
+
+
+def _check_muon(cfg: DictConfig) -> None:
+    """optimizer=muon's own keys; torch checks the others when it builds the optimizer."""
+    if "muon_lr" not in cfg.optimizer:
+        return
+    lr, momentum = cfg.optimizer.muon_lr, cfg.optimizer.get("muon_momentum", 0.95)
+    _require(_is_number(lr) and lr > 0, "optimizer.muon_lr", lr, "must be a number > 0", "optimizer.muon_lr=0.02")
+    rule = "must be a number in [0, 1)"
+    _require(
+        _is_number(momentum) and 0 <= momentum < 1,
+        "optimizer.muon_momentum",
+        momentum,
+        rule,
+        "optimizer.muon_momentum=0.95",
+    )
 
 
 def _check_transfer(cfg: DictConfig) -> None:
@@ -202,9 +269,7 @@ def _check_transfer(cfg: DictConfig) -> None:
         _checkpoint(cfg.init_from, TRAINED_WEIGHTS)
     target = str(cfg.model.get("_target_", ""))
     if target.startswith("cnnlab.models.timm_backbone") and importlib.util.find_spec("timm") is None:
-        from cnnlab.models.timm_backbone import import_timm
-
-        import_timm()  # says which extra to install, before any data is loaded
+        raise timm_missing()  # before any data is loaded
     trainer = cfg.trainer
     mode = trainer.get("finetune", "full")
     _require(
@@ -273,6 +338,8 @@ def validate_train_config(cfg: DictConfig) -> None:
         "model.dropout=0.1",
     )
     _check_trainer(cfg)
+    _check_averaging(cfg)
+    _check_muon(cfg)
     _check_transfer(cfg)
     _check_scheduler(cfg)
     _check_switches(cfg)
@@ -297,7 +364,7 @@ def validate_eval_config(cfg: DictConfig) -> None:
     """`cnnlab eval`: the checkpoint exists and the split and flags are known."""
     _check_checkpoint_use(cfg, "cnnlab eval ckpt=outputs/runs/...")
     _require(cfg.split in EVAL_SPLITS, "split", cfg.split, f"must be one of {', '.join(EVAL_SPLITS)}", "split=val")
-    _switch(cfg, "tta")
+    _tta(cfg, "tta")
     _require(
         cfg.batch_size is None or (_is_int(cfg.batch_size) and cfg.batch_size > 0),
         "batch_size",
@@ -336,7 +403,7 @@ def _check_onnx_packages() -> None:
     if missing:
         raise UserError(
             f"format=onnx needs {', '.join(missing)}, not installed here: "
-            'pip install -e ".[export]" (or pip install cnnlab[export]), or choose format=exported'
+            f"{install_extra('export')}, or choose format=exported"
         )
 
 

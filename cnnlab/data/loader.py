@@ -1,13 +1,28 @@
 """Batches served from uint8 images held on the training device, in host memory, or memory-mapped on disk."""
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from cnnlab.data.types import ImageSet
 
-Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+@dataclass(frozen=True)
+class BatchOrigin:
+    """Which images a batch holds and when: their positions in the loader's data set, the epoch and the seed.
+
+    An augmentation that must treat an image the same way whatever batch it lands in, or whether the epoch
+    was resumed midway (alternating flips), keys on these instead of on the generator's stream.
+    """
+
+    indices: torch.Tensor
+    epoch: int
+    seed: int
+
+
+Augment = Callable[[torch.Tensor, BatchOrigin, torch.Generator], torch.Tensor]
 
 
 class BatchLoader:
@@ -73,6 +88,7 @@ class Batches:
 
     def __init__(self, loader: BatchLoader, start_step: int, generator_state: torch.Tensor | None) -> None:
         self.loader = loader
+        self.epoch = loader.epoch  # the epoch the generator was seeded for
         self.generator = loader._generator()
         n = len(loader.data)
         device = loader.device
@@ -94,5 +110,5 @@ class Batches:
             index = self.order[start : start + size]
             images = loader.data.gather(index).to(loader.device, non_blocking=True)
             if loader.augment is not None:
-                images = loader.augment(images, self.generator)
+                images = loader.augment(images, BatchOrigin(index, self.epoch, loader.seed), self.generator)
             yield loader.normalize(images), loader.data.labels[index]

@@ -8,6 +8,7 @@ import torch
 from omegaconf import DictConfig
 
 from cnnlab.atomic import atomic_json_dump
+from cnnlab.config.choices import tta_level
 from cnnlab.data.build import build_data
 from cnnlab.data.loader import BatchLoader
 from cnnlab.device import resolve_device
@@ -37,20 +38,21 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> float:
     channels_last = bool(run_cfg.trainer.channels_last)
     data = build_data(run_cfg.dataset, run_cfg.batch_size, batch_size, device, run_cfg.seed, channels_last)
     loader = split_loader(data, cfg.split, batch_size)
-    logits, labels = predict(trained.model, loader, trained.amp_dtype, flip_tta=cfg.tta)
+    tta = tta_level(cfg.tta)
+    logits, labels = predict(trained.model, loader, trained.amp_dtype, tta)
     report = classification_report(logits, labels, len(data.classes))
     path = trained.path
     result: dict[str, Any] = {
         "checkpoint": str(path),
         "epoch": trained.epoch,
         "split": cfg.split,
-        "tta": cfg.tta,
+        "tta": tta,
         **report,
         "per_class_acc": dict(zip(data.classes, report["per_class_acc"])),
         "classes": data.classes,
     }
     atomic_json_dump(result, run_dir / "eval.json")
-    title = f"{path} on {cfg.split} ({report['count']} images{', flip TTA' if cfg.tta else ''})"
+    title = f"{path} on {cfg.split} ({report['count']} images{f', {tta} TTA' if tta != 'none' else ''})"
     print_evaluation(result, data.classes, title=title)
     log.info("eval.json written to %s", run_dir)
     return report["acc"]

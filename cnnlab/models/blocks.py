@@ -93,3 +93,37 @@ class ConvBlock(nn.Module):
 
 
 BLOCKS: dict[str, type[nn.Module]] = {"ds": DepthwiseSeparable, "conv": ConvBlock}
+
+
+def init_identity(model: nn.Module) -> None:
+    """Dirac initialisation of every convolution followed by BatchNorm (each ConvBNAct): the identity on its first
+    min(in, out) channels, the other output channels keeping their default init, so that the deep network starts
+    near a shallow one and trains in fewer epochs. Dense and depthwise convolutions qualify; other grouped ones,
+    whose groups do not line up with the channels, keep their default init."""
+    for module in model.modules():
+        if not isinstance(module, ConvBNAct):
+            continue
+        conv = module[0]
+        if conv.groups == 1:
+            nn.init.dirac_(conv.weight[: min(conv.in_channels, conv.out_channels)])
+        elif conv.groups == conv.in_channels == conv.out_channels:
+            nn.init.dirac_(conv.weight, groups=conv.groups)
+
+
+def freeze_scale(norm: nn.BatchNorm2d) -> None:
+    """Fix a BatchNorm's scale at 1, leaving its bias to learn (the fast CIFAR-10 recipes train better so).
+
+    The scale becomes a buffer of ones under the same name: no optimizer, fine-tuning mode or weight decay can
+    move it, and state dicts keep their keys."""
+    del norm.weight
+    norm.register_buffer("weight", torch.ones(norm.num_features))
+
+
+def configure_batchnorm(model: nn.Module, momentum: float, frozen_scale: bool) -> None:
+    """Every BatchNorm's running-statistics momentum (PyTorch's: the weight of each new batch), and optionally
+    its scale frozen at 1."""
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.momentum = momentum
+            if frozen_scale:
+                freeze_scale(module)

@@ -1,21 +1,28 @@
 """The efficient CNN: stem, stages of configurable blocks, global average pooling, linear head."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
 from cnnlab.errors import UserError
-from cnnlab.models.blocks import ACTIVATIONS, BLOCKS, ConvBNAct
+from cnnlab.models.blocks import ACTIVATIONS, BLOCKS, ConvBNAct, configure_batchnorm, init_identity
 from cnnlab.models.checks import fraction, odd_kernel, whole, whole_list
+from cnnlab.models.whitening import PATCH_SIZE, PatchWhitening
 
 # How stage i>0 halves the resolution: its first block strides by 2, or runs at full resolution and is
-# followed by a 2x2 max-pool (4x that block's MACs, and more accuracy per epoch)
-DOWNSAMPLING = ("stride", "maxpool")
+# followed by a 2x2 max-pool (4x that block's MACs, and more accuracy per epoch); maxpool_all pools after
+# the first block of every stage, the first one included (the fast CIFAR-10 recipes' layout)
+DOWNSAMPLING = ("stride", "maxpool", "maxpool_all")
+# The first layer: a 3x3 ConvBNAct, or fixed 2x2 patch-whitening filters computed from the training images
+STEMS = ("conv", "whiten")
+# Convolution init: PyTorch's default, or the identity on the first channels (dirac)
+INITS = ("default", "dirac")
 
 
 class EfficientCNN(nn.Module):
-    """Stages described by parallel lists (widths, depths, blocks); stage i>0 opens by halving the resolution."""
+    """Stages described by parallel lists (widths, depths, blocks); stage i>0 (with maxpool_all every stage) opens
+    by halving the resolution."""
 
     def __init__(
         self,
@@ -31,10 +38,19 @@ class EfficientCNN(nn.Module):
         activation: str = "silu",
         dropout: float = 0.0,
         downsample: str = "stride",
+        stem: str = "conv",
+        init: str = "default",
+        bn_momentum: float = 0.1,
+        bn_frozen_scale: bool = False,
     ) -> None:
         super().__init__()
-        if downsample not in DOWNSAMPLING:
-            raise UserError(f"model.downsample={downsample!r} is unknown; choose one of {', '.join(DOWNSAMPLING)}")
+        for key, value, options in (
+            ("downsample", downsample, DOWNSAMPLING),
+            ("stem", stem, STEMS),
+            ("init", init, INITS),
+        ):
+            if value not in options:
+                raise UserError(f"model.{key}={value!r} is unknown; choose one of {', '.join(options)}")
         stem_channels = whole("stem_channels", stem_channels, example="32")
         widths = whole_list("widths", widths, "[32,64,128,256]")
         depths = whole_list("depths", depths, "[1,2,2,2]")
@@ -43,27 +59,58 @@ class EfficientCNN(nn.Module):
         kernel_size = odd_kernel(kernel_size)
         dropout = fraction("dropout", dropout)
         se_ratios = _per_stage(se_ratio, len(widths))
-        _check_stages(widths, depths, blocks, se_ratios, image_size)
+        _check_stages(widths, depths, blocks, se_ratios, image_size, stem, downsample)
+        bn_momentum = _momentum(bn_momentum)
+        if not isinstance(bn_frozen_scale, bool):
+            raise UserError(f"model.bn_frozen_scale={bn_frozen_scale!r} is invalid: must be true or false")
         if activation not in ACTIVATIONS:
             raise UserError(f"model.activation={activation!r} is unknown; choose one of {', '.join(ACTIVATIONS)}")
         act = ACTIVATIONS[activation]
-        layers: list[nn.Module] = [ConvBNAct(in_channels, stem_channels, 3, 1, act=act)]
-        channels = stem_channels
+        layers, channels = _stem(stem, in_channels, stem_channels, act)
         for index, (width, depth, kind, ratio) in enumerate(zip(widths, depths, blocks, se_ratios)):
             for repeat in range(depth):
-                reduce = index > 0 and repeat == 0
-                stride = 2 if reduce and downsample == "stride" else 1
+                opens = repeat == 0 and (index > 0 or downsample == "maxpool_all")  # this block halves the maps
+                stride = 2 if opens and downsample == "stride" else 1
                 layers.append(BLOCKS[kind](channels, width, stride, kernel_size, act, se_ratio=ratio))
-                if reduce and downsample == "maxpool":
+                if opens and downsample != "stride":
                     layers.append(nn.MaxPool2d(2))
                 channels = width
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(
             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(channels, num_classes)
         )
+        if init == "dirac":
+            init_identity(self)
+        configure_batchnorm(self, bn_momentum, bn_frozen_scale)
+
+    def init_from_data(self, images: torch.Tensor) -> None:
+        """Compute what this model takes from the data rather than learns (the whitening stem's filters) from
+        `images`, a sample of normalised training inputs (NCHW); nothing to do with a conv stem."""
+        stem = self.features[0]
+        if isinstance(stem, PatchWhitening):
+            stem.init_from_data(images)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+
+def _stem(kind: str, in_channels: int, stem_channels: int, act: Callable[[], nn.Module]) -> tuple[list[nn.Module], int]:
+    """The first layers and their output channels: a 3x3 ConvBNAct, or the frozen whitening filters (2 x in_channels
+    x 4 outputs, fixed by the patch size) followed by the activation."""
+    if kind == "whiten":
+        whitening = PatchWhitening(in_channels)
+        return [whitening, act()], whitening.out_channels
+    return [ConvBNAct(in_channels, stem_channels, 3, 1, act=act)], stem_channels
+
+
+def _momentum(value: object) -> float:
+    """BatchNorm momentum in PyTorch's convention: the weight of each new batch's statistics, in (0, 1]."""
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value <= 1:
+        raise UserError(
+            f"model.bn_momentum={value!r} is invalid: must be a number in (0, 1], the weight of each new batch's "
+            "statistics (for example model.bn_momentum=0.1)"
+        )
+    return float(value)
 
 
 def _per_stage(se_ratio: float | Sequence[float], stages: int) -> list[float]:
@@ -92,6 +139,8 @@ def _check_stages(
     blocks: Sequence[str],
     se_ratios: Sequence[float],
     image_size: Sequence[int],
+    stem: str,
+    downsample: str,
 ) -> None:
     if not (len(widths) == len(depths) == len(blocks)) or not widths:
         raise UserError(
@@ -103,9 +152,12 @@ def _check_stages(
         raise UserError(f"model.blocks has unknown block types {unknown}; choose from {sorted(BLOCKS)}")
     if not all(0 <= r <= 1 for r in se_ratios):
         raise UserError(f"model.se_ratio={list(se_ratios)} is invalid: use fractions in [0, 1] (0 disables SE)")
-    smallest = min(image_size) / 2 ** (len(widths) - 1)
-    if smallest < 2:
+    side = min(image_size) - (PATCH_SIZE - 1 if stem == "whiten" else 0)  # the whitening stem has no padding
+    halvings = len(widths) - (0 if downsample == "maxpool_all" else 1)
+    if side // 2**halvings < 2:
+        kind = "max-pooled" if downsample == "maxpool_all" else "stride-2"
+        after = " after the whitening stem" if stem == "whiten" else ""
         raise UserError(
-            f"model has {len(widths) - 1} stride-2 stages, too many for {tuple(image_size)} inputs "
-            f"(maps would shrink below 2x2); drop a stage from model.widths/depths/blocks"
+            f"model has {halvings} {kind} stages, too many for {tuple(image_size)} inputs "
+            f"(maps would shrink below 2x2{after}); drop a stage from model.widths/depths/blocks"
         )

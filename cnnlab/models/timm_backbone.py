@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from cnnlab.data.statistics import IMAGENET_MEAN, IMAGENET_STD
-from cnnlab.errors import UserError
+from cnnlab.errors import UserError, timm_missing
 from cnnlab.models.pretrained import NO_WEIGHTS, is_weights_file, load_body
 
 log = logging.getLogger("cnnlab")
@@ -28,9 +28,7 @@ def import_timm() -> ModuleType:
     try:
         import timm
     except ImportError:
-        raise UserError(
-            'model=timm needs timm, not installed here: pip install -e ".[timm]" (or pip install cnnlab[timm])'
-        ) from None
+        raise timm_missing() from None
     return timm
 
 

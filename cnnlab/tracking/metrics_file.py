@@ -16,6 +16,7 @@ SUMMARY_KEYS = (
     "tested_epoch",
     "epochs_completed",
     "train_time_s",
+    "time_budget_s",
     "stopped_by",
     "message",
     "pruned_at_epoch",

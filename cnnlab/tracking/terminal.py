@@ -93,7 +93,7 @@ class TerminalSink(Sink):
             ("best val acc", f"{summary['best_val_acc']:.4f}" if summary.get("best_val_acc") is not None else "-"),
             ("test acc", f"{test_acc:.4f}{weights}" if test_acc is not None else untested),
             ("epochs", str(summary["epochs_completed"])),
-            ("train time", f"{summary['train_time_s']:.1f} s"),
+            ("train time", _train_time(summary["train_time_s"], summary.get("time_budget_s"))),
             ("params", f"{summary['params']:,}"),
             ("MACs / image", _format_macs(summary["macs"])),
             ("run dir", summary["run_dir"]),
@@ -108,6 +108,14 @@ class TerminalSink(Sink):
 
     def close(self) -> None:
         self._stop_progress()
+
+
+def _train_time(seconds: float, budget_s: float | None) -> str:
+    """Seconds trained, and under a time budget how much of it went unused (or how far it ran over)."""
+    if not budget_s:
+        return f"{seconds:.1f} s"
+    share = 100 * (budget_s - seconds) / budget_s
+    return f"{seconds:.1f} s of a {budget_s:g} s budget ({abs(share):.1f}% {'unused' if share >= 0 else 'over'})"
 
 
 def print_evaluation(result: dict[str, Any], classes: list[str], title: str) -> None:

@@ -20,6 +20,7 @@ from cnnlab.data.build import DataBundle, build_data
 from cnnlab.device import resolve_device
 from cnnlab.models.stats import count_macs
 from cnnlab.training.components import build_model, configured_step
+from cnnlab.training.metrics import tta_views
 from cnnlab.training.throughput import endless, inference_step, time_steps, training_steps
 
 log = logging.getLogger("cnnlab")
@@ -34,10 +35,15 @@ VARIANTS: dict[str, tuple[bool, bool]] = {
 
 @dataclass
 class RunWork:
-    """What a run will do: images trained and images predicted (validation, twice under flip TTA)."""
+    """What a run will do: images trained and images predicted (validation, once per TTA view)."""
 
     train_images: float
     predict_images: float = 0.0
+
+
+def work_per_epoch(data: DataBundle, batch_size: int, tta: bool | str) -> RunWork:
+    """The images one epoch trains, and the forwards its validation makes: one per image and TTA view."""
+    return RunWork(len(data.train) * batch_size, len(data.val.data) * len(tta_views(tta)))
 
 
 def run_seconds(row: dict[str, float], work: RunWork) -> float:
@@ -124,7 +130,7 @@ def bench(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     for name in variants:
         log.info("measuring %s ...", name)
         results[name] = measure_variant(cfg, data, device, name)
-    per_epoch = RunWork(len(data.train) * cfg.batch_size, len(data.val.data) * (2 if cfg.trainer.tta else 1))
+    per_epoch = work_per_epoch(data, cfg.batch_size, cfg.trainer.tta)
     epochs = planned_epochs(cfg, results["eager"], per_epoch)
     best = choose_fastest(results, RunWork(per_epoch.train_images * epochs, per_epoch.predict_images * epochs))
     model_name = cfg.model._target_.rsplit(".", 1)[-1]

@@ -1,9 +1,15 @@
-"""Fit the number of epochs to a wall-clock budget: time a few steps, then plan a schedule that completes."""
+"""Fit a run to a wall-clock budget: time a few steps, plan the optimizer steps that fit, and re-plan as it runs.
+
+The plan is in steps, not whole epochs: the last epoch may be partial, so the schedule anneals exactly
+when the budget ends instead of leaving a fraction of an epoch's time unused. A probe of a few steps is
+easily fooled by a busy machine, so every epoch end re-plans from the epoch just measured.
+"""
 
 import copy
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -14,30 +20,58 @@ from cnnlab.training.metrics import predict
 from cnnlab.training.step import TrainStep
 
 
-def _eval_seconds(model: nn.Module, loader: BatchLoader, amp_dtype: torch.dtype | None, flip_tta: bool) -> float:
-    """Seconds to predict the whole split, as validation does it, from one timed batch."""
+def _eval_seconds(model: nn.Module, loader: BatchLoader, amp_dtype: torch.dtype | None, tta: str) -> float:
+    """Seconds to predict the whole split, as validation does it (every TTA view's forward), from one timed batch."""
     batch = [next(iter(loader))]
-    predict(model, batch, amp_dtype, flip_tta)  # warm-up
+    predict(model, batch, amp_dtype, tta)  # warm-up
     start = time.perf_counter()
-    predict(model, batch, amp_dtype, flip_tta)
+    predict(model, batch, amp_dtype, tta)
     synchronize(next(model.parameters()).device)
     return (time.perf_counter() - start) * len(loader)
 
 
-def plan_epochs(
+@dataclass
+class BudgetPlan:
+    """Seconds a training step and a validation pass take, and the steps that fit the rest of the budget."""
+
+    budget_s: float
+    steps_per_epoch: int
+    step_s: float
+    eval_s: float
+
+    def cost_s(self, done_steps: int, more_steps: int) -> float:
+        """Seconds for `more_steps` after `done_steps`, with the validation at the end of every epoch they finish
+        (the last, possibly partial, epoch included)."""
+        validations = -(-(done_steps + more_steps) // self.steps_per_epoch) - done_steps // self.steps_per_epoch
+        return more_steps * self.step_s + validations * self.eval_s
+
+    def total_steps(self, used_s: float, done_steps: int) -> int:
+        """The run's whole length in steps when `used_s` of the budget went into the first `done_steps`."""
+        low, high = 0, max(0, math.ceil((self.budget_s - used_s) / self.step_s))
+        while low < high:  # the most steps whose cost fits what is left (cost grows with the steps)
+            middle = (low + high + 1) // 2
+            low, high = (
+                (middle, high) if self.cost_s(done_steps, middle) <= self.budget_s - used_s else (low, middle - 1)
+            )
+        return max(done_steps + low, 1)
+
+    def measured(self, step_s: float, eval_s: float) -> "BudgetPlan":
+        return BudgetPlan(self.budget_s, self.steps_per_epoch, step_s, eval_s)
+
+
+def probe_plan(
     model: nn.Module,
     make_step: Callable[[nn.Module], TrainStep],
     train: BatchLoader,
     val: BatchLoader,
     budget_s: float,
     steps: int = 6,
-    flip_tta: bool = False,
-) -> tuple[int, float]:
-    """How many whole epochs fit in `budget_s`, timed on a copy of the model (the run's state is untouched).
+    tta: str = "none",
+) -> BudgetPlan:
+    """The first plan, timed on a copy of the model (the run's state is untouched).
 
     `make_step` builds the run's own training step over the copy, so the probe times exactly what the
-    loop will run (precision included). Returns (epochs, estimated seconds per epoch). Global RNGs are
-    saved and restored around the probe.
+    loop will run (precision included). Global RNGs are saved and restored around the probe.
     """
     rng = torch.get_rng_state()
     probe = copy.deepcopy(model)
@@ -51,6 +85,36 @@ def plan_epochs(
         synchronize(images.device)
         timings.append(time.perf_counter() - start)
     step_s = sorted(timings[1:])[len(timings[1:]) // 2]  # median, without the warm-up step
-    epoch_s = step_s * len(train) + _eval_seconds(probe, val, step.amp_dtype, flip_tta)
+    eval_s = _eval_seconds(probe, val, step.amp_dtype, tta)
     torch.set_rng_state(rng)
-    return max(1, math.floor(budget_s / epoch_s)), epoch_s
+    return BudgetPlan(budget_s, len(train), step_s, eval_s)
+
+
+FINISH_OVERRUN = 0.03  # the share of the budget a run may overrun to finish a schedule that has nearly annealed
+
+
+class StepBudget:
+    """A time-budgeted run's length in steps, re-planned at every epoch end from that epoch's measured speed.
+
+    The latest epoch stands for the rest of the run: a machine that was busy for a while, or a probe
+    fooled by warm-up, no longer decides how long the run trains.
+    """
+
+    def __init__(self, plan: BudgetPlan, total_steps: int) -> None:
+        self.plan = plan
+        self.total_steps = total_steps
+
+    def replan(self, used_s: float, done_steps: int, step_s: float, eval_s: float) -> int:
+        """The new total after an epoch that trained at `step_s` and validated in `eval_s`.
+
+        When nothing more fits but the schedule has a few steps left before it anneals, they still run
+        (over the budget by at most FINISH_OVERRUN of it): a schedule cut short ends at a high learning rate.
+        """
+        self.plan = self.plan.measured(step_s, eval_s)
+        fits = self.plan.total_steps(used_s, done_steps)
+        left = self.total_steps - done_steps
+        finish = fits <= done_steps < self.total_steps and self.plan.cost_s(done_steps, left) <= (
+            FINISH_OVERRUN * self.plan.budget_s
+        )
+        self.total_steps = self.total_steps if finish else max(done_steps, fits)
+        return self.total_steps

@@ -9,8 +9,10 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from cnnlab.device import autocast_dtype
-from cnnlab.training.finetune import Finetune
-from cnnlab.training.optim import build_optimizer, parameter_groups
+from cnnlab.training.averaging import WeightAverage
+from cnnlab.training.finetune import Finetune, head_module
+from cnnlab.training.muon import MuonWithSGD, hidden_matrices, with_muon_groups
+from cnnlab.training.optim import BiasLR, build_optimizer, parameter_groups
 from cnnlab.training.step import TrainStep
 
 
@@ -27,9 +29,29 @@ def configured_finetune(cfg: DictConfig) -> Finetune:
 
 def configured_optimizer(cfg: DictConfig, model: nn.Module) -> Optimizer:
     """The configured optimizer over the parameters `trainer.finetune` trains, norm weights and biases exempt
-    from decay when asked."""
+    from decay when asked, biases at lr x `trainer.bias_lr_factor`."""
     parts = configured_finetune(cfg).trained_parameters(model)
-    return build_optimizer(instantiate(cfg.optimizer), parameter_groups(parts, cfg.lr, cfg.trainer.no_decay_norm_bias))
+    bias_lr = BiasLR.of(model, cfg.trainer.bias_lr_factor, cfg.optimizer.get("weight_decay", 0.0))
+    groups = parameter_groups(parts, cfg.lr, cfg.trainer.no_decay_norm_bias, bias_lr)
+    factory = instantiate(cfg.optimizer)
+    if getattr(factory, "func", None) is MuonWithSGD:  # optimizer=muon: the hidden layers' matrices go to Muon
+        groups = with_muon_groups(groups, hidden_matrices(model, head_module(model)))
+    return build_optimizer(factory, groups)
+
+
+def configured_averaging(cfg: DictConfig, model: nn.Module) -> WeightAverage | None:
+    """`trainer.weight_averaging` over `model` (unwrapped from torch.compile), or None when it is `none`.
+
+    lookahead is an average of the parameters with decay 1 - alpha, every k steps, that the training weights
+    are reset to (Lookahead's slow weights).
+    """
+    trainer, plain = cfg.trainer, getattr(model, "_orig_mod", model)
+    mode = trainer.get("weight_averaging", "none")
+    if mode == "ema":
+        return WeightAverage(plain, trainer.ema_decay, trainer.ema_every, warmup=True)
+    if mode == "lookahead":
+        return WeightAverage(plain, 1 - trainer.lookahead_alpha, trainer.lookahead_steps, pull_back=True)
+    return None
 
 
 def configured_loss(cfg: DictConfig) -> nn.Module:
@@ -43,7 +65,8 @@ def configured_step(
     optimizer: Optimizer | None = None,
     scheduler: LRScheduler | None = None,
 ) -> TrainStep:
-    """The run's training step over `model`: its loss and its autocast setting (`trainer.amp` on `device`).
+    """The run's training step over `model`: its loss, its autocast setting (`trainer.amp` on `device`) and its
+    weight averaging.
 
     Without `optimizer`, a fresh configured one (what the probe and bench want: the run's state stays untouched).
     """
@@ -54,4 +77,5 @@ def configured_step(
         device=device,
         amp_dtype=autocast_dtype(device, cfg.trainer.amp),
         scheduler=scheduler,
+        averaging=configured_averaging(cfg, model),
     )

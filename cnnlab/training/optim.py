@@ -1,6 +1,7 @@
 """Optimizer construction: parameter groups with and without weight decay, and per-part learning rates."""
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from torch import nn
 from torch.optim import Optimizer
@@ -18,13 +19,43 @@ def decay_groups(params: list[nn.Parameter], no_decay_norm_bias: bool) -> list[d
     ]
 
 
-def parameter_groups(parts: list[tuple[list[nn.Parameter], float]], lr: float, no_decay_norm_bias: bool) -> list[dict]:
-    """Groups for (parameters, lr factor) parts; a part's learning rate is lr x its factor (schedules scale it)."""
+@dataclass(frozen=True)
+class BiasLR:
+    """`trainer.bias_lr_factor`: 1-D biases (BatchNorm shifts, conv and linear biases) train at lr x factor, and
+    their weight decay is divided by the factor, so that lr x weight decay - the shrinkage per step of SGD and
+    AdamW - stays what it is for the other parameters (a group exempt from decay stays exempt)."""
+
+    ids: frozenset[int]  # id() of the model's 1-D biases
+    factor: float
+    weight_decay: float  # the optimizer's, for groups that do not set their own
+
+    @classmethod
+    def of(cls, model: nn.Module, factor: float, weight_decay: float) -> "BiasLR":
+        biases = (p for name, p in model.named_parameters() if name.rsplit(".", 1)[-1] == "bias" and p.ndim == 1)
+        return cls(frozenset(map(id, biases)), factor, weight_decay)
+
+    def split(self, group: dict) -> list[tuple[dict, float]]:
+        """(group, lr factor) pairs: `group` whole when the factor is 1, else its biases apart from the rest."""
+        if self.factor == 1.0:
+            return [(group, 1.0)]
+        biases = [p for p in group["params"] if id(p) in self.ids]
+        rest = [p for p in group["params"] if id(p) not in self.ids]
+        decay = group.get("weight_decay", self.weight_decay) / self.factor
+        return [({**group, "params": rest}, 1.0), ({**group, "params": biases, "weight_decay": decay}, self.factor)]
+
+
+def parameter_groups(
+    parts: list[tuple[list[nn.Parameter], float]], lr: float, no_decay_norm_bias: bool, bias_lr: BiasLR | None = None
+) -> list[dict]:
+    """Groups for (parameters, lr factor) parts; a part's learning rate is lr x its factor (x bias_lr's factor for
+    its biases); schedules scale every group's."""
     groups = []
     for params, factor in parts:
         for group in decay_groups(params, no_decay_norm_bias):
-            if group["params"]:
-                groups.append(group if factor == 1.0 else {**group, "lr": lr * factor})
+            for sub, bias_factor in bias_lr.split(group) if bias_lr is not None else [(group, 1.0)]:
+                if sub["params"]:
+                    total = factor * bias_factor
+                    groups.append(sub if total == 1.0 else {**sub, "lr": lr * total})
     return groups
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab.checkpoints.store import load_checkpoint, restore_rng_states
+from cnnlab.config.choices import tta_level
 from cnnlab.errors import UserError
 from cnnlab.run_folder import find_checkpoint, read_metrics, run_dir_of
 
@@ -31,14 +32,28 @@ MAY_CHANGE_SUFFIXES = ("root", "cache_dir", "download", "url", "md5")
 ADDED_LATER = {
     "trainer.tta": False,
     "model.downsample": "stride",
+    "model.stem": "conv",
+    "model.init": "default",
+    "model.bn_momentum": 0.1,
+    "model.bn_frozen_scale": False,
+    "trainer.bias_lr_factor": 1.0,
     "trainer.finetune": "full",
     "trainer.head_epochs": 1,
     "trainer.backbone_lr_factor": 1.0,
+    "trainer.weight_averaging": "none",
+    "trainer.ema_decay": 0.95,
+    "trainer.ema_every": 5,
+    "trainer.lookahead_steps": 5,
+    "trainer.lookahead_alpha": 0.5,
     "init_from": None,
     "dataset.input_size": None,
     "dataset.normalization": "data",
     "dataset.classes": None,
+    "dataset.augment.flip_mode": "random",
+    "dataset.augment.pad_mode": "zeros",
 }
+# Keys whose older spellings mean the same setting: compared in the one spelling these functions return
+SPELLINGS = {"trainer.tta": tta_level}  # true/false were flip/none before TTA had levels
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -51,10 +66,16 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def respelled(flat: dict[str, Any]) -> dict[str, Any]:
+    """A flattened config with every value in SPELLINGS written the one way, so old and new spellings compare equal."""
+    return {key: SPELLINGS[key](value) if key in SPELLINGS else value for key, value in flat.items()}
+
+
 def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """'key: saved -> current' for every setting that differs and may not change on resume."""
     old, new = flatten(saved), flatten(current)
     old = {**{k: v for k, v in ADDED_LATER.items() if k in new}, **old}
+    old, new = respelled(old), respelled(new)
     changes = []
     for key in sorted(set(old) | set(new)):
         if key in MAY_CHANGE or key.rsplit(".", 1)[-1] in MAY_CHANGE_SUFFIXES:

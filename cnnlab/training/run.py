@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from cnnlab.checkpoints.store import CheckpointStore, load_checkpoint
+from cnnlab.config.choices import tta_level
 from cnnlab.config.duration import parse_duration
 from cnnlab.data.build import DataBundle, build_data
 from cnnlab.data.loader import BatchLoader
@@ -29,7 +30,7 @@ from cnnlab.tracking.plot_files import PlotFilesSink
 from cnnlab.tracking.tensorboard import TensorBoardSink
 from cnnlab.tracking.terminal import TerminalSink
 from cnnlab.tracking.tracker import Tracker
-from cnnlab.training.budget import plan_epochs
+from cnnlab.training.budget import StepBudget, probe_plan
 from cnnlab.training.components import build_model, configured_finetune, configured_optimizer, configured_step
 from cnnlab.training.finetune import init_from
 from cnnlab.training.metrics import classification_report
@@ -51,6 +52,9 @@ HPARAM_KEYS = (
     "scheduler._target_",
     "trainer.label_smoothing",
 )
+# Pixels per channel of the sample a model computes data-derived weights from (a whitening stem): about 4,000
+# 32x32 images, plenty for a covariance of 2x2 patches, and 50 MB as float RGB whatever the image size
+SAMPLE_PIXELS = 2**22
 
 
 def seed_everything(seed: int) -> None:
@@ -71,6 +75,14 @@ def augmented_samples(data: DataBundle, count: int = 32) -> torch.Tensor:
     with torch.random.fork_rng(devices=[]):
         images, _ = next(iter(data.train.iterate()))
     return (images[:count].float() * data.train.std + data.train.mean).clamp(0, 1).cpu()
+
+
+def training_sample(data: DataBundle, pixels: int = SAMPLE_PIXELS) -> torch.Tensor:
+    """The first training images, normalised as the model sees them: a random sample (the split is shuffled),
+    drawn without touching any random state, of about `pixels` pixels per channel."""
+    height, width = data.input_shape[1:]
+    count = min(len(data.train.data), max(1, pixels // (height * width)))
+    return data.train.normalize(data.train.data.gather(torch.arange(count)).to(data.train.device))
 
 
 @dataclass
@@ -104,6 +116,8 @@ def prepare_run(cfg: DictConfig, run_dir: Path, prune: PruneRule | None = None) 
     data = build_data(cfg.dataset, cfg.batch_size, cfg.trainer.eval_batch_size, device, cfg.seed, channels_last)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = build_model(cfg, data.input_shape, len(data.classes))
+    if resume is None and hasattr(model, "init_from_data"):  # on resume, the checkpoint holds what it computes
+        model.init_from_data(training_sample(data))
     if resume is None and cfg.init_from:
         init_from(model, cfg.init_from)
     finetune = configured_finetune(cfg)
@@ -122,10 +136,13 @@ def prepare_run(cfg: DictConfig, run_dir: Path, prune: PruneRule | None = None) 
     }
 
     budget_s = parse_duration(cfg.trainer.time_budget) if cfg.trainer.time_budget is not None else None
-    epochs = plan_run_length(cfg, resume, budget_s, model, data, device)
-    optimizer = configured_optimizer(cfg, model)
+    total_steps, budget = plan_run_length(cfg, resume, budget_s, model, data, device)
     steps = len(data.train)
-    scheduler = instantiate(cfg.scheduler)(optimizer, total_steps=epochs * steps, steps_per_epoch=steps)
+    epochs = -(-total_steps // steps)
+    optimizer = configured_optimizer(cfg, model)
+    scheduler = instantiate(cfg.scheduler)(optimizer, total_steps=total_steps, steps_per_epoch=steps)
+    if budget is not None and not hasattr(scheduler, "total_steps"):  # a schedule whose horizon cannot move
+        budget = None
     history = resume.history if resume else []
     tracker = Tracker(
         [
@@ -143,10 +160,11 @@ def prepare_run(cfg: DictConfig, run_dir: Path, prune: PruneRule | None = None) 
         tracker=tracker,
         log_every=cfg.trainer.log_every,
         histograms=cfg.trainer.histograms,
-        flip_tta=cfg.trainer.tta,
+        tta=tta_level(cfg.trainer.tta),
         finetune=finetune if finetune.mode != "full" else None,
         checkpoints=CheckpointStore(checkpoints_dir(run_dir), config, {"planned_epochs": epochs, "data": data.card()}),
         rules=StopRules(cfg.trainer.patience, cfg.trainer.divergence_factor, budget_s, prune),
+        budget=budget,
     )
     if resume:
         resume.restore(trainer)
@@ -168,27 +186,34 @@ def plan_run_length(
     model: torch.nn.Module,
     data: DataBundle,
     device: torch.device,
-) -> int:
-    """Epochs to schedule: `epochs`, or what fits the time budget; on resume the checkpoint's plan (or more epochs)."""
-    if resume is not None:
-        return resume.planned_epochs(cfg.epochs, time_budget=budget_s is not None)
+) -> tuple[int, StepBudget | None]:
+    """The schedule's length in steps (`epochs`, or what fits the time budget), and under a budget the plan that
+    re-fits it after every epoch; a resumed run continues its checkpoint's plan (`epochs` may raise it)."""
+    steps = len(data.train)
     if budget_s is None:
-        return int(cfg.epochs)
-    epochs, epoch_s = plan_epochs(
+        return steps * (resume.planned_epochs(cfg.epochs, time_budget=False) if resume else int(cfg.epochs)), None
+    plan = probe_plan(
         model,
         lambda probe: configured_step(cfg, probe, device),
         data.train,
         data.val,
         budget_s,
-        flip_tta=cfg.trainer.tta,
+        tta=tta_level(cfg.trainer.tta),
     )
+    if resume is not None:
+        total = resume.checkpoint.get("total_steps") or steps * resume.planned_epochs(cfg.epochs, time_budget=True)
+        return total, StepBudget(plan, total)
+    total = plan.total_steps(0.0, 0)
     log.info(
-        "time budget %.0f s: about %.1f s per epoch, so %d epochs (the schedule is fitted to them)",
+        "time budget %.0f s: %.3f s per step and %.1f s per validation, so %d steps (%.2f epochs); "
+        "re-planned after every epoch, the schedule ends with the budget",
         budget_s,
-        epoch_s,
-        epochs,
+        plan.step_s,
+        plan.eval_s,
+        total,
+        total / steps,
     )
-    return epochs
+    return total, StepBudget(plan, total)
 
 
 def log_start_images(tracker: Tracker, data: DataBundle, model: torch.nn.Module, cfg: DictConfig) -> None:
@@ -202,14 +227,14 @@ def score_best_and_last(
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The report of the best-validation weights (best.pt), and of the final weights when they differ (else None).
 
-    The model is selected on the validation split and reported on the test split; the model is left
-    holding the best weights.
+    The model is selected on the validation split and reported on the test split; the evaluated model (the
+    average, under weight averaging) is left holding the best weights.
     """
     final = classification_report(*trainer.predict(loader), num_classes)
     best = checkpoints_dir(run_dir) / BEST_CHECKPOINT
     if trainer.best_epoch in (None, trainer.epoch) or not best.is_file():
         return final, None
-    trainer.plain_model.load_state_dict(load_checkpoint(best)["model"])
+    trainer.evaluated_model.load_state_dict(load_checkpoint(best)["model"])
     return classification_report(*trainer.predict(loader), num_classes), final
 
 
@@ -255,7 +280,10 @@ def run_fit(trainer: Trainer, tracker: Tracker, data: DataBundle, epochs: int, i
             raise
         finally:
             summary.update(
-                best_val_acc=trainer.best_val_acc, epochs_completed=trainer.epoch, train_time_s=trainer.train_time_s
+                best_val_acc=trainer.best_val_acc,
+                epochs_completed=trainer.epoch,
+                train_time_s=trainer.train_time_s,
+                time_budget_s=trainer.rules.time_budget_s,
             )
             tracker.run_ended(summary)
     return trainer.best_val_acc or 0.0

@@ -10,13 +10,15 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from cnnlab.device import autocast
+from cnnlab.training.averaging import WeightAverage
 
 
 class TrainStep:
     """Forward under the run's autocast, loss, backward through the grad scaler, optimizer and schedule step.
 
     The scaler only acts for float16 (bfloat16 and fp32 need no loss scaling); its state is part of a
-    checkpoint. Gradient clipping or weight averaging belong between `backward` and `update`.
+    checkpoint. Gradient clipping belongs between `backward` and `update`; weight averaging (`averaging`, the
+    copy validation uses) is updated at the end of `update`, after the weights moved.
     """
 
     def __init__(
@@ -28,6 +30,7 @@ class TrainStep:
         device: torch.device,
         amp_dtype: torch.dtype | None,
         scheduler: LRScheduler | None = None,
+        averaging: WeightAverage | None = None,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
@@ -35,6 +38,7 @@ class TrainStep:
         self.device = device
         self.amp_dtype = amp_dtype
         self.scheduler = scheduler
+        self.averaging = averaging
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,6 +55,8 @@ class TrainStep:
         self.scaler.update()
         if self.scheduler is not None:
             self.scheduler.step()
+        if self.averaging is not None:
+            self.averaging.after_step()
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Train on one batch; returns the batch's loss and logits, detached."""

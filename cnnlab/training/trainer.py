@@ -18,10 +18,12 @@ from cnnlab.data.loader import BatchLoader
 from cnnlab.device import synchronize
 from cnnlab.errors import UserError
 from cnnlab.tracking.tracker import Sink
+from cnnlab.training.budget import StepBudget
 from cnnlab.training.finetune import Finetune
 from cnnlab.training.metrics import predict
 from cnnlab.training.step import TrainStep
 
+WARMUP_STEPS = 5  # the first steps of an epoch, slower (allocations, caches), are left out of its step time
 LR_HINT = "the learning rate is probably too high (try a smaller lr)"  # what every divergence message advises
 PruneRule = Callable[[int, dict[str, float]], bool]  # (epoch, that epoch's metrics) -> stop the run now?
 
@@ -80,8 +82,9 @@ class Trainer:
         checkpoints: CheckpointStore | None = None,
         rules: StopRules | None = None,
         histograms: bool = False,
-        flip_tta: bool = False,
+        tta: str = "none",
         finetune: Finetune | None = None,
+        budget: StepBudget | None = None,
     ) -> None:
         if step.scheduler is None:
             raise ValueError("the Trainer's TrainStep needs a scheduler (its state is checkpointed)")
@@ -89,6 +92,7 @@ class Trainer:
         self.model = step.model
         self.optimizer = step.optimizer
         self.scheduler = step.scheduler
+        self.averaging = step.averaging
         self.device = step.device
         self.tracker = tracker
         self.finetune = finetune
@@ -105,13 +109,20 @@ class Trainer:
         self.position = EpochPosition()
         self.stop_requested = False
         self.histograms = histograms
-        self.flip_tta = flip_tta
+        self.tta = tta  # a level of cnnlab.config.choices.TTA_LEVELS: the views validation and test average
+        self.budget = budget  # under a time budget: the run's length in steps, re-planned every epoch
         self._grad_norms: list[torch.Tensor] = []
 
     @property
     def plain_model(self) -> nn.Module:
         """The model itself, unwrapped from torch.compile (whose wrapper prefixes every state key)."""
         return getattr(self.model, "_orig_mod", self.model)
+
+    @property
+    def evaluated_model(self) -> nn.Module:
+        """The weights validation and test measure and checkpoints keep as "model" (what eval, predict, export and
+        init_from load): the averaged copy under trainer.weight_averaging, else the model itself."""
+        return self.averaging.module if self.averaging is not None else self.plain_model
 
     def _layers(self) -> list[tuple[str, nn.Parameter]]:
         """Conv and linear weights (the tensors whose distributions are worth watching)."""
@@ -152,8 +163,16 @@ class Trainer:
                 raise RunDiverged(f"training diverged in epoch {self.epoch + 1}: the {split} loss is {loss}; {LR_HINT}")
 
     def _out_of_time(self, epoch_start: float) -> bool:
+        """The budget is spent (a run without a step plan stops there, even mid-epoch)."""
         budget = self.rules.time_budget_s
         return budget is not None and self.train_time_s + time.perf_counter() - epoch_start >= budget
+
+    def _planned_end(self) -> bool:
+        return self.budget is not None and self.global_step >= self.budget.total_steps
+
+    def _planned_epochs(self, epochs: int, steps_per_epoch: int) -> int:
+        """`epochs`, or under a step plan the epochs its steps touch (the last one may be partial)."""
+        return epochs if self.budget is None else -(-self.budget.total_steps // steps_per_epoch)
 
     def train_epoch(self, loader: BatchLoader) -> dict[str, float]:
         """One pass over the training split (or its rest, when resuming mid-epoch)."""
@@ -166,8 +185,12 @@ class Trainer:
         correct = torch.tensor(pos.correct, device=self.device, dtype=torch.long)
         seen, resumed_seen = pos.seen, pos.seen
         start = time.perf_counter()
+        steady_from, steady_start = None, start  # timing after the warm-up steps, for the budget's re-plan
         batches = loader.iterate(pos.step, pos.generator)
         for step, (images, labels) in enumerate(batches, start=pos.step + 1):
+            if step - pos.step == WARMUP_STEPS + 1 and self.budget is not None:
+                synchronize(self.device)
+                steady_from, steady_start = step - 1, time.perf_counter()
             loss, logits = self.train_step(images, labels)
             self.global_step += 1
             loss_sum += loss.double() * labels.shape[0]
@@ -194,22 +217,26 @@ class Trainer:
                 self.train_time_s += time.perf_counter() - start
                 self._save(best=False)
                 raise RunInterrupted(f"interrupted at epoch {self.epoch + 1} step {step}")
-            if self._out_of_time(start):
+            if self._planned_end() or (self.budget is None and self._out_of_time(start)):
                 break
         synchronize(self.device)
-        elapsed = time.perf_counter() - start
+        end = time.perf_counter()
+        elapsed = end - start
         self.position = EpochPosition()
+        steady_steps = step - (steady_from if steady_from is not None else pos.step)
         return {
             "loss": loss_sum.item() / seen,
             "acc": correct.item() / seen,
             "images_per_s": (seen - resumed_seen) / max(elapsed, 1e-9),
             "time_s": elapsed,
-            "complete": step == len(loader),
+            "step_s": (end - steady_start) / max(1, steady_steps),
+            "complete": step == len(loader) or self._planned_end(),
         }
 
     def predict(self, loader: BatchLoader) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits (float32) and labels over a whole split in eval mode (with mirrored images averaged in under TTA)."""
-        return predict(self.model, loader, self.train_step.amp_dtype, self.flip_tta)
+        """Logits (float32) and labels over a whole split in eval mode, averaged over the views of the TTA level."""
+        model = self.model if self.averaging is None else self.evaluated_model  # the compiled net, or the average
+        return predict(model, loader, self.train_step.amp_dtype, self.tta)
 
     def evaluate(self, loader: BatchLoader) -> dict[str, float]:
         """Loss and accuracy over a whole split (validate and test both use this)."""
@@ -224,18 +251,24 @@ class Trainer:
     def fit(self, train: BatchLoader, val: BatchLoader, epochs: int) -> FitResult:
         """Train until `epochs` are done or a stop rule fires; checkpoint after every epoch."""
         stopped_by = None
-        while self.epoch < epochs and stopped_by is None:
-            self.tracker.epoch_started(self.epoch + 1, epochs, len(train))
+        while self.epoch < self._planned_epochs(epochs, len(train)) and stopped_by is None:
+            self.tracker.epoch_started(self.epoch + 1, self._planned_epochs(epochs, len(train)), len(train))
             epoch_start = time.perf_counter()
             stats = self.train_epoch(train)
             lr = self.optimizer.param_groups[0]["lr"]  # where the schedule stands at the end of the epoch
             if not stats["complete"]:  # the time budget ran out mid-epoch: validate what we have and stop
                 stopped_by = "time_budget"
+            eval_start = time.perf_counter()
             val_stats = self.evaluate(val)
+            eval_s = time.perf_counter() - eval_start
             self._check_epoch_losses(stats["loss"], val_stats["loss"])
             self.epoch += 1
             epoch_time = time.perf_counter() - epoch_start
             self.train_time_s += epoch_time
+            if self.budget is not None and not self._planned_end():
+                self.scheduler.total_steps = self.budget.replan(
+                    self.train_time_s, self.global_step, stats["step_s"], eval_s
+                )
             improved = self.best_val_acc is None or val_stats["acc"] > self.best_val_acc
             if improved:
                 self.best_val_acc, self.best_epoch = val_stats["acc"], self.epoch
@@ -263,6 +296,7 @@ class Trainer:
                 stopped_by = "patience"
             if (
                 stopped_by is None
+                and self.budget is None  # a step plan ends the run itself, after the schedule has annealed
                 and self.rules.time_budget_s is not None
                 and self.train_time_s >= self.rules.time_budget_s
             ):
@@ -272,7 +306,8 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         pos = self.position
         return {
-            "model": self.plain_model.state_dict(),
+            "model": self.evaluated_model.state_dict(),
+            **self._averaging_state(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.train_step.scaler.state_dict(),
@@ -283,6 +318,7 @@ class Trainer:
             "train_time_s": self.train_time_s,
             "epochs_since_best": self.epochs_since_best,
             "first_loss": self.first_loss,
+            "total_steps": self.budget.total_steps if self.budget is not None else None,
             "position": {
                 "step": pos.step,
                 "loss_sum": pos.loss_sum,
@@ -292,8 +328,17 @@ class Trainer:
             },
         }
 
+    def _averaging_state(self) -> dict[str, Any]:
+        """Under weight averaging, what resuming needs besides the averaged "model": the training weights and the
+        averaging's counters."""
+        if self.averaging is None:
+            return {}
+        return {"training_model": self.plain_model.state_dict(), "averaging": self.averaging.state_dict()}
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.plain_model.load_state_dict(state["model"])
+        self.plain_model.load_state_dict(state["model" if self.averaging is None else "training_model"])
+        if self.averaging is not None:
+            self.averaging.load_state_dict(state["averaging"], state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.train_step.scaler.load_state_dict(state["scaler"])
@@ -301,4 +346,6 @@ class Trainer:
         self.best_val_acc, self.train_time_s = state["best_val_acc"], state["train_time_s"]
         self.epochs_since_best, self.first_loss = state["epochs_since_best"], state["first_loss"]
         self.best_epoch = state.get("best_epoch")  # absent from checkpoints written before it was recorded
+        if self.budget is not None and state.get("total_steps"):
+            self.budget.total_steps = state["total_steps"]
         self.position = EpochPosition(**state["position"])

@@ -1,0 +1,149 @@
+"""optimizer=muon: torch's Muon for the hidden layers' filters and matrices, Nesterov SGD for the rest, as one
+optimizer that schedules, checkpoints and resumes exactly."""
+
+import io
+import json
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+
+from cnnlab.config.validate import validate_train_config
+from cnnlab.errors import UserError
+from cnnlab.training.components import build_model, configured_optimizer
+from cnnlab.training.finetune import head_module
+from cnnlab.training.muon import MUON, MuonWithSGD
+
+from conftest import TINY, cli_env, cnnlab_executable
+
+
+def schedule(step: int) -> float:
+    return 1.0 / (1 + step)
+
+
+def random_grads(*params: torch.Tensor) -> None:
+    for p in params:
+        p.grad = torch.randn_like(p)
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_filters_get_muons_update_and_the_rest_sgds_under_one_schedule(memory_format: torch.memory_format) -> None:
+    torch.manual_seed(0)
+    filters = nn.Parameter(torch.randn(8, 3, 3, 3).contiguous(memory_format=memory_format))
+    bias = nn.Parameter(torch.randn(8))
+    # the matrix Muon sees: rows are output channels, columns the filter in the order it lies in memory
+    order = (0, 1, 2, 3) if memory_format == torch.contiguous_format else (0, 2, 3, 1)
+    matrix = nn.Parameter(filters.detach().permute(order).reshape(8, -1).clone())
+    bias_ref = nn.Parameter(bias.detach().clone())
+    adapter = MuonWithSGD(
+        [{"params": [bias]}, {"params": [filters], MUON: True}], lr=0.1, muon_lr=0.03, weight_decay=0.01
+    )
+    muon = torch.optim.Muon([matrix], lr=0.03, momentum=0.95, weight_decay=0.01)
+    sgd = torch.optim.SGD([bias_ref], lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)
+    schedules = [LambdaLR(opt, schedule) for opt in (adapter, muon, sgd)]
+    for _ in range(3):
+        random_grads(filters, bias)
+        matrix.grad = filters.grad.permute(order).reshape(8, -1).clone()
+        bias_ref.grad = bias.grad.clone()
+        for opt in (adapter, muon, sgd):
+            opt.step()
+        for s in schedules:
+            s.step()
+        assert torch.equal(filters.detach().permute(order).reshape(8, -1), matrix.detach())
+        assert torch.equal(bias.detach(), bias_ref.detach())
+    assert [g["lr"] for g in adapter.param_groups] == [0.1 * schedule(3), 0.03 * schedule(3)]
+
+
+def test_configured_groups_send_hidden_filters_to_muon_and_head_to_sgd(compose_train) -> None:
+    cfg = compose_train(["experiment=smoke", "optimizer=muon", "trainer.backbone_lr_factor=0.5"])
+    model = build_model(cfg, (3, 32, 32), 10)
+    optimizer = configured_optimizer(cfg, model)
+    head = {id(p) for p in head_module(model).parameters()}
+    filters = {id(m.weight) for m in model.modules() if isinstance(m, nn.Conv2d)}
+    muon_ids = {id(p) for g in optimizer.param_groups if g[MUON] for p in g["params"]}
+    assert muon_ids == filters and not muon_ids & head
+    assert all(p.ndim == 4 for g in optimizer.param_groups if g[MUON] for p in g["params"])
+    assert optimizer.param_groups[0]["lr"] == cfg.lr and not optimizer.param_groups[0][MUON]  # what the log shows
+    muon_lrs = {g["lr"] for g in optimizer.param_groups if g[MUON]}
+    assert muon_lrs == {cfg.optimizer.muon_lr * 0.5}  # backbone_lr_factor scales Muon's part as well
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
+
+
+def test_state_dict_round_trip_continues_identically(compose_train) -> None:
+    cfg = compose_train(["experiment=smoke", "optimizer=muon"])
+    torch.manual_seed(0)
+    models = [build_model(cfg, (3, 16, 16), 10) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    first = configured_optimizer(cfg, models[0])
+    for _ in range(2):
+        random_grads(*models[0].parameters())
+        first.step()
+    buffer = io.BytesIO()
+    torch.save(first.state_dict(), buffer)
+    buffer.seek(0)
+    models[1].load_state_dict(models[0].state_dict())
+    second = configured_optimizer(cfg, models[1])
+    second.load_state_dict(torch.load(buffer, weights_only=True))  # what a checkpoint can hold
+    for _ in range(2):
+        random_grads(*models[0].parameters())
+        for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
+            b.grad = a.grad.clone()
+        first.step()
+        second.step()
+    for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optimizer.muon_lr=0", "optimizer.muon_lr=0 is invalid: must be a number > 0"),
+        ("optimizer.muon_momentum=1.5", "optimizer.muon_momentum=1.5 is invalid: must be a number in [0, 1)"),
+    ],
+)
+def test_bad_muon_settings_are_one_line_errors(compose_train, override: str, message: str) -> None:
+    with pytest.raises(UserError, match=re.escape(message)):
+        validate_train_config(compose_train(["optimizer=muon", override]))
+
+
+def test_cli_run_interrupted_and_resumed_is_bit_identical(run_cnnlab, tmp_path: Path) -> None:
+    args = [*TINY, "optimizer=muon", "dataset.train_size=1100", "batch_size=32"]
+    env = {**cli_env(tmp_path), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # one thread: same float sums
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    victim = subprocess.Popen(
+        [cnnlab_executable(), "train", *args, f"hydra.run.dir={stopped}"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    interrupt_after_first_epoch(victim, stopped)
+    assert torch.load(stopped / "checkpoints/last.pt", weights_only=True)["position"]["step"] > 0  # mid-epoch
+    resumed = run_cnnlab("train", f"resume={stopped}", env=env)
+    reference = run_cnnlab("train", *args, f"hydra.run.dir={straight}", env=env)
+    assert reference.returncode == 0, reference.stderr
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = (json.loads((run / "metrics.json").read_text()) for run in (straight, stopped))
+    assert [h["val/acc"] for h in a["history"]] == [h["val/acc"] for h in b["history"]]
+    assert (a["test_acc"], a["best_val_acc"]) == (b["test_acc"], b["best_val_acc"])
+    last_a, last_b = (torch.load(run / "checkpoints/last.pt", weights_only=True) for run in (straight, stopped))
+    assert last_a["model"].keys() == last_b["model"].keys()
+    assert all(torch.equal(last_a["model"][k], last_b["model"][k]) for k in last_a["model"])
+    momentum = [s for part in last_b["optimizer"]["parts"] for s in part["state"].values()]
+    assert momentum and all("momentum_buffer" in s for s in momentum)  # both parts' momentum is checkpointed
+
+
+def interrupt_after_first_epoch(run: subprocess.Popen, folder: Path) -> None:
+    """SIGINT once the first epoch's checkpoint is written: the run stops after its current step."""
+    deadline = time.monotonic() + 180
+    while not (folder / "checkpoints" / "last.pt").exists():
+        assert run.poll() is None and time.monotonic() < deadline, "the run ended before its first checkpoint"
+        time.sleep(0.05)
+    run.send_signal(signal.SIGINT)
+    assert run.wait(timeout=120) == 130
