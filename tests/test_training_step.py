@@ -104,6 +104,7 @@ def test_budget_replans_from_the_measured_epoch() -> None:
     budget = StepBudget(BudgetPlan(budget_s=100.0, steps_per_epoch=10, step_s=2.0, eval_s=5.0), total_steps=35)
     # epoch 1 took 30 s (the probe's pace), but its steady steps ran at 1 s: 70 s left hold 4 epochs + 5 steps
     assert budget.replan(used_s=30.0, done_steps=10, step_s=1.0, eval_s=5.0) == 55
+    assert budget.replan(used_s=30.0, done_steps=10, step_s=1.0) == 55  # mid-epoch: the last validation time holds
     # the machine slowed: after epoch 5 only the end of the plan is left and nothing more fits
     small = StepBudget(BudgetPlan(budget_s=100.0, steps_per_epoch=10, step_s=1.0, eval_s=0.5), total_steps=52)
     assert small.replan(used_s=99.5, done_steps=50, step_s=1.0, eval_s=0.5) == 52  # 2.5 s over: finished

@@ -147,8 +147,11 @@ def test_bad_averaging_settings_are_one_line_errors(compose_train, override: str
         validate_train_config(compose_train([override]))
 
 
-def test_cli_run_with_ema_interrupted_and_resumed_is_bit_identical(run_cnnlab, tmp_path: Path) -> None:
-    args = [*TINY, "trainer.weight_averaging=ema", "trainer.ema_every=2", "dataset.train_size=1100", "batch_size=32"]
+def test_cli_run_with_ema_and_muon_interrupted_and_resumed_is_bit_identical(run_cnnlab, tmp_path: Path) -> None:
+    """Both new states at once (one run set instead of two): the average, the training weights and both of
+    optimizer=muon's parts continue exactly."""
+    args = [*TINY, "trainer.weight_averaging=ema", "trainer.ema_every=2", "optimizer=muon"]
+    args += ["dataset.train_size=1100", "batch_size=32"]
     env = {**cli_env(tmp_path), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # one thread: same float sums
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     victim = subprocess.Popen(
@@ -174,3 +177,5 @@ def test_cli_run_with_ema_interrupted_and_resumed_is_bit_identical(run_cnnlab, t
         assert last_a[key].keys() == last_b[key].keys()
         assert all(torch.equal(last_a[key][k], last_b[key][k]) for k in last_a[key])
     assert any(not torch.equal(last_b["model"][k], last_b["training_model"][k]) for k in last_b["model"])
+    momentum = [state for part in last_b["optimizer"]["parts"] for state in part["state"].values()]
+    assert momentum and all("momentum_buffer" in state for state in momentum)  # both parts' momentum is saved

@@ -94,9 +94,10 @@ FINISH_OVERRUN = 0.03  # the share of the budget a run may overrun to finish a s
 
 
 class StepBudget:
-    """A time-budgeted run's length in steps, re-planned at every epoch end from that epoch's measured speed.
+    """A time-budgeted run's length in steps, re-planned as it trains from the pace just measured (every few
+    percent of the budget, and at every epoch end with the validation's time).
 
-    The latest epoch stands for the rest of the run: a machine that was busy for a while, or a probe
+    The latest pace stands for the rest of the run: a machine that was busy for a while, or a probe
     fooled by warm-up, no longer decides how long the run trains.
     """
 
@@ -104,13 +105,13 @@ class StepBudget:
         self.plan = plan
         self.total_steps = total_steps
 
-    def replan(self, used_s: float, done_steps: int, step_s: float, eval_s: float) -> int:
-        """The new total after an epoch that trained at `step_s` and validated in `eval_s`.
+    def replan(self, used_s: float, done_steps: int, step_s: float, eval_s: float | None = None) -> int:
+        """The new total at a pace of `step_s` per step and `eval_s` per validation (None: as before).
 
         When nothing more fits but the schedule has a few steps left before it anneals, they still run
         (over the budget by at most FINISH_OVERRUN of it): a schedule cut short ends at a high learning rate.
         """
-        self.plan = self.plan.measured(step_s, eval_s)
+        self.plan = self.plan.measured(step_s, self.plan.eval_s if eval_s is None else eval_s)
         fits = self.plan.total_steps(used_s, done_steps)
         left = self.total_steps - done_steps
         finish = fits <= done_steps < self.total_steps and self.plan.cost_s(done_steps, left) <= (

@@ -188,7 +188,7 @@ def plan_run_length(
     device: torch.device,
 ) -> tuple[int, StepBudget | None]:
     """The schedule's length in steps (`epochs`, or what fits the time budget), and under a budget the plan that
-    re-fits it after every epoch; a resumed run continues its checkpoint's plan (`epochs` may raise it)."""
+    re-fits it as it trains; a resumed run continues its checkpoint's plan (`epochs` may raise it)."""
     steps = len(data.train)
     if budget_s is None:
         return steps * (resume.planned_epochs(cfg.epochs, time_budget=False) if resume else int(cfg.epochs)), None
@@ -206,7 +206,7 @@ def plan_run_length(
     total = plan.total_steps(0.0, 0)
     log.info(
         "time budget %.0f s: %.3f s per step and %.1f s per validation, so %d steps (%.2f epochs); "
-        "re-planned after every epoch, the schedule ends with the budget",
+        "re-planned as it trains, the schedule ends with the budget",
         budget_s,
         plan.step_s,
         plan.eval_s,

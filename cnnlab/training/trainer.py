@@ -24,6 +24,7 @@ from cnnlab.training.metrics import predict
 from cnnlab.training.step import TrainStep
 
 WARMUP_STEPS = 5  # the first steps of an epoch, slower (allocations, caches), are left out of its step time
+REPLAN_SHARE = 0.02  # under a time budget, the plan is made again whenever this share of the budget has passed
 LR_HINT = "the learning rate is probably too high (try a smaller lr)"  # what every divergence message advises
 PruneRule = Callable[[int, dict[str, float]], bool]  # (epoch, that epoch's metrics) -> stop the run now?
 
@@ -167,6 +168,11 @@ class Trainer:
         budget = self.rules.time_budget_s
         return budget is not None and self.train_time_s + time.perf_counter() - epoch_start >= budget
 
+    def _replan(self, used_s: float, step_s: float, eval_s: float | None = None) -> None:
+        """Fit the rest of the schedule to the rest of the budget, at the pace just measured."""
+        assert self.budget is not None
+        self.scheduler.total_steps = self.budget.replan(used_s, self.global_step, step_s, eval_s)
+
     def _planned_end(self) -> bool:
         return self.budget is not None and self.global_step >= self.budget.total_steps
 
@@ -185,19 +191,27 @@ class Trainer:
         correct = torch.tensor(pos.correct, device=self.device, dtype=torch.long)
         seen, resumed_seen = pos.seen, pos.seen
         start = time.perf_counter()
-        steady_from, steady_start = None, start  # timing after the warm-up steps, for the budget's re-plan
+        steady_from, steady_start = None, start  # timing after the warm-up steps, for the budget's re-plans
+        window_from, window_start = None, start
         batches = loader.iterate(pos.step, pos.generator)
         for step, (images, labels) in enumerate(batches, start=pos.step + 1):
             if step - pos.step == WARMUP_STEPS + 1 and self.budget is not None:
                 synchronize(self.device)
                 steady_from, steady_start = step - 1, time.perf_counter()
+                window_from, window_start = steady_from, steady_start
             loss, logits = self.train_step(images, labels)
             self.global_step += 1
             loss_sum += loss.double() * labels.shape[0]
             correct += (logits.argmax(1) == labels).sum()
             seen += labels.shape[0]
             if step % self.log_every == 0 or step == len(loader) or self.stop_requested:
-                self._check_loss(loss.item(), step)
+                self._check_loss(loss.item(), step)  # waits for the device, so the clock below is true
+                if window_from is not None and step > window_from:
+                    now = time.perf_counter()
+                    if now - window_start >= REPLAN_SHARE * self.budget.plan.budget_s:
+                        used = self.train_time_s + now - start
+                        self._replan(used, (now - window_start) / (step - window_from))
+                        window_from, window_start = step, now
                 if self.histograms:
                     self._record_grad_norms()
                 elapsed = time.perf_counter() - start
@@ -266,9 +280,7 @@ class Trainer:
             epoch_time = time.perf_counter() - epoch_start
             self.train_time_s += epoch_time
             if self.budget is not None and not self._planned_end():
-                self.scheduler.total_steps = self.budget.replan(
-                    self.train_time_s, self.global_step, stats["step_s"], eval_s
-                )
+                self._replan(self.train_time_s, stats["step_s"], eval_s)
             improved = self.best_val_acc is None or val_stats["acc"] > self.best_val_acc
             if improved:
                 self.best_val_acc, self.best_epoch = val_stats["acc"], self.epoch
