@@ -10,6 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from cnnlab.data.augment import BatchAugment
+from cnnlab.data.image_cache import describe_bytes
 from cnnlab.data.loader import BatchLoader
 from cnnlab.data.statistics import input_statistics
 from cnnlab.data.types import ImageSet, SourceData
@@ -92,9 +93,9 @@ def fits_on(device: torch.device, data: ImageSet) -> bool:
     if needed < free // 2:
         return True
     log.info(
-        "data: the images (%.2f GiB) stay in host memory, as they would take over half of %s's free memory; each "
+        "data: the images (%s) stay in host memory, as they would take over half of %s's free memory; each "
         "batch is copied to it",
-        needed / 1024**3,
+        describe_bytes(needed),
         device,
     )
     return False
