@@ -26,6 +26,17 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def flush_denormals(device: torch.device) -> None:
+    """On the CPU, treat subnormal floats as zero for the rest of the process.
+
+    x86 cores handle subnormals (magnitudes below 1e-38) in slow microcode; gradients and momenta decaying toward
+    zero produce them, and in the fast CIFAR-10 recipe they made every step 4x slower. GPUs flush them in their
+    fast paths already; the precision lost is far below anything training can notice.
+    """
+    if device.type == "cpu":
+        torch.set_flush_denormal(True)
+
+
 def autocast_dtype(device: torch.device, amp: bool | str) -> torch.dtype | None:
     """The mixed-precision dtype, or None for full fp32. auto: bf16 (or fp16) on CUDA, off elsewhere."""
     if amp is False or (amp == "auto" and device.type != "cuda"):

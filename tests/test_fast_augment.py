@@ -271,3 +271,18 @@ def test_a_run_trains_with_the_new_keys(compose_train: Callable[..., DictConfig]
     best_val_acc = run_fit(run.trainer, run.tracker, run.data, run.epochs, run.info, tmp_path)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["status"] == "completed" and metrics["epochs_completed"] == 2 and best_val_acc > 0
+
+
+@pytest.mark.parametrize("every_epoch, views_per_validation", [(True, [6, 6, 6]), (False, [1, 1, 6])])
+def test_tta_every_epoch_false_keeps_the_views_for_the_last_validation(
+    compose_train: Callable[..., DictConfig], tmp_path: Path, every_epoch: bool, views_per_validation: list[int]
+) -> None:
+    overrides = [*TINY, "epochs=3", "trainer.tta=flip_translate", f"trainer.tta_every_epoch={every_epoch}"]
+    run = prepare_run(compose_train(overrides), tmp_path)
+    trainer, epochs_of_forwards = run.trainer, []  # the epoch (0-based) each eval-mode forward validates
+    trainer.model.register_forward_hook(
+        lambda module, args, out: None if module.training else epochs_of_forwards.append(trainer.epoch)
+    )
+    trainer.fit(run.data.train, run.data.val, epochs=3)
+    per_epoch = [epochs_of_forwards.count(epoch) // len(run.data.val) for epoch in range(3)]
+    assert per_epoch == views_per_validation

@@ -186,13 +186,15 @@ def test_bias_lr_factor_groups(compose_train, no_decay_norm_bias: bool) -> None:
     model = build_model(cfg, (3, 32, 32), 10)
     optimizer = configured_optimizer(cfg, model)
     named = dict(model.named_parameters())
-    biases = [p for name, p in named.items() if name.endswith(".bias")]
-    assert len(biases) > 5 and any(".conv.1.bias" in name for name in named)  # BatchNorm shifts among them
+    biases = [m.bias for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(biases) > 5
     assert sorted(id(p) for g in optimizer.param_groups for p in g["params"]) == sorted(map(id, named.values()))
     for bias in biases:
         group = group_of(optimizer, bias)
         assert group["lr"] == pytest.approx(6.4)
         assert group["weight_decay"] == (0.0 if no_decay_norm_bias else pytest.approx(5e-4 / 64))
+    # the head's bias moves the logits directly: it keeps the base learning rate
+    assert group_of(optimizer, model.head[-1].bias)["lr"] == 0.1
     conv = named["features.0.0.weight"]
     assert group_of(optimizer, conv)["lr"] == 0.1 and group_of(optimizer, conv)["weight_decay"] == 5e-4
     norm_weight = named["features.0.1.weight"]
@@ -210,7 +212,7 @@ def test_bias_lr_factor_composes_with_the_backbone_factor(compose_train) -> None
     cfg = compose_train(["experiment=smoke", "lr=0.1", "trainer.bias_lr_factor=8", "trainer.backbone_lr_factor=0.5"])
     model = build_model(cfg, (3, 32, 32), 10)
     optimizer = configured_optimizer(cfg, model)
-    assert group_of(optimizer, model.head[-1].bias)["lr"] == pytest.approx(0.8)
+    assert group_of(optimizer, model.head[-1].bias)["lr"] == pytest.approx(0.1)
     assert group_of(optimizer, model.head[-1].weight)["lr"] == pytest.approx(0.1)
     assert group_of(optimizer, model.features[0][1].bias)["lr"] == pytest.approx(0.4)
     assert group_of(optimizer, model.features[0][0].weight)["lr"] == pytest.approx(0.05)

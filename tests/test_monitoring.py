@@ -77,9 +77,9 @@ def test_the_best_validation_weights_are_tested_and_eval_reproduces_both(compose
     run = prepare_run(compose_train([*TINY, "epochs=3", "lr=0.5", "scheduler=none"]), tmp_path)
     real_evaluate, calls = run.trainer.evaluate, []
 
-    def epoch_one_looks_best(loader):
+    def epoch_one_looks_best(loader, tta=None):
         calls.append(loader)
-        return {**real_evaluate(loader), "acc": 0.9 if len(calls) == 1 else 0.1}
+        return {**real_evaluate(loader, tta), "acc": 0.9 if len(calls) == 1 else 0.1}
 
     run.trainer.evaluate = epoch_one_looks_best
     run_fit(run.trainer, run.tracker, run.data, run.epochs, run.info, tmp_path)

@@ -33,7 +33,7 @@ def test_speed_presets_put_dense_convs_early_and_separable_se_late(
 ) -> None:
     cfg = compose_train([f"experiment={experiment}"])
     validate_train_config(cfg)
-    assert cfg.dataset.name == "cifar10" and cfg.trainer.tta == "flip"
+    assert cfg.dataset.name == "cifar10" and cfg.trainer.tta in ("flip", "flip_translate")
     assert parse_duration(cfg.trainer.time_budget) == budget_s
     net = instantiate(cfg.model, in_channels=3, num_classes=10, image_size=[32, 32])
     assert isinstance(net, EfficientCNN)

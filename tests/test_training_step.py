@@ -89,11 +89,15 @@ def test_budget_plan_counts_steps_and_a_validation_per_epoch() -> None:
     validation fill the last 10 s: the schedule ends with the budget, inside a partial seventh epoch."""
     from cnnlab.training.budget import BudgetPlan
 
-    plan = BudgetPlan(budget_s=100.0, steps_per_epoch=10, step_s=1.0, eval_s=5.0)
+    plan = BudgetPlan(budget_s=100.0, steps_per_epoch=10, step_s=1.0, eval_s=5.0, final_eval_s=5.0)
     assert plan.cost_s(0, 65) == 65 + 7 * 5 == 100
     assert plan.total_steps(used_s=0.0, done_steps=0) == 65
     assert plan.total_steps(used_s=98.0, done_steps=60) == 60  # nothing more fits
     assert plan.cost_s(15, 10) == 10 + 2 * 5  # from mid-epoch: that epoch's validation and the next one's
+    # trainer.tta_every_epoch=false: plain 5 s validations, the last one with TTA takes 20 s
+    tta_last = BudgetPlan(budget_s=100.0, steps_per_epoch=10, step_s=1.0, eval_s=5.0, final_eval_s=20.0)
+    assert tta_last.cost_s(0, 52) == 52 + 5 * 5 + 20  # six validations, the last one with TTA
+    assert tta_last.total_steps(used_s=0.0, done_steps=0) == 55  # 55 + 5 x 5 + 20 = 100
 
 
 def test_budget_replans_from_the_measured_epoch() -> None:
@@ -101,12 +105,18 @@ def test_budget_replans_from_the_measured_epoch() -> None:
     steps from its end is finished rather than cut at a high learning rate."""
     from cnnlab.training.budget import BudgetPlan, StepBudget
 
-    budget = StepBudget(BudgetPlan(budget_s=100.0, steps_per_epoch=10, step_s=2.0, eval_s=5.0), total_steps=35)
+    budget = StepBudget(
+        BudgetPlan(budget_s=100.0, steps_per_epoch=10, step_s=2.0, eval_s=5.0, final_eval_s=5.0), total_steps=35
+    )
     # epoch 1 took 30 s (the probe's pace), but its steady steps ran at 1 s: 70 s left hold 4 epochs + 5 steps
     assert budget.replan(used_s=30.0, done_steps=10, step_s=1.0, eval_s=5.0) == 55
     assert budget.replan(used_s=30.0, done_steps=10, step_s=1.0) == 55  # mid-epoch: the last validation time holds
     # the machine slowed: after epoch 5 only the end of the plan is left and nothing more fits
-    small = StepBudget(BudgetPlan(budget_s=100.0, steps_per_epoch=10, step_s=1.0, eval_s=0.5), total_steps=52)
+    small = StepBudget(
+        BudgetPlan(budget_s=100.0, steps_per_epoch=10, step_s=1.0, eval_s=0.5, final_eval_s=0.5), total_steps=52
+    )
     assert small.replan(used_s=99.5, done_steps=50, step_s=1.0, eval_s=0.5) == 52  # 2.5 s over: finished
-    large = StepBudget(BudgetPlan(budget_s=100.0, steps_per_epoch=10, step_s=1.0, eval_s=0.5), total_steps=60)
+    large = StepBudget(
+        BudgetPlan(budget_s=100.0, steps_per_epoch=10, step_s=1.0, eval_s=0.5, final_eval_s=0.5), total_steps=60
+    )
     assert large.replan(used_s=99.5, done_steps=50, step_s=1.0, eval_s=0.5) == 50  # 10.5 s over: stopped

@@ -47,6 +47,7 @@ SWITCHES = (
     "optimizer.nesterov",
     "model.bn_frozen_scale",
     "trainer.no_decay_norm_bias",
+    "trainer.tta_every_epoch",
     "trainer.histograms",
     "trainer.log_graph",
     "trainer.channels_last",

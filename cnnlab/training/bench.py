@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from cnnlab.atomic import atomic_json_dump
 from cnnlab.config.duration import parse_duration
 from cnnlab.data.build import DataBundle, build_data
-from cnnlab.device import resolve_device
+from cnnlab.device import flush_denormals, resolve_device
 from cnnlab.models.stats import count_macs
 from cnnlab.training.components import build_model, configured_step
 from cnnlab.training.metrics import tta_views
@@ -124,6 +124,7 @@ def print_results(results: dict[str, dict[str, float]], best: str, title: str, e
 def bench(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Measure every variant, print the table, write bench.json; expects a config validate_bench_config passed."""
     device = resolve_device(str(cfg.device))
+    flush_denormals(device)  # as training does: the figures are the run's
     data = build_data(cfg.dataset, cfg.batch_size, cfg.trainer.eval_batch_size, device, cfg.seed, channels_last=False)
     variants = [name for name, (_, compiled) in VARIANTS.items() if cfg.bench.compile or not compiled]
     results = {}

@@ -38,12 +38,14 @@ class BudgetPlan:
     steps_per_epoch: int
     step_s: float
     eval_s: float
+    final_eval_s: float  # the last validation's (with TTA when trainer.tta_every_epoch is false, eval_s otherwise)
 
     def cost_s(self, done_steps: int, more_steps: int) -> float:
         """Seconds for `more_steps` after `done_steps`, with the validation at the end of every epoch they finish
-        (the last, possibly partial, epoch included)."""
+        (the last, possibly partial, epoch included, at the final validation's cost)."""
         validations = -(-(done_steps + more_steps) // self.steps_per_epoch) - done_steps // self.steps_per_epoch
-        return more_steps * self.step_s + validations * self.eval_s
+        final = self.final_eval_s - self.eval_s if more_steps > 0 else 0.0
+        return more_steps * self.step_s + validations * self.eval_s + final
 
     def total_steps(self, used_s: float, done_steps: int) -> int:
         """The run's whole length in steps when `used_s` of the budget went into the first `done_steps`."""
@@ -56,7 +58,7 @@ class BudgetPlan:
         return max(done_steps + low, 1)
 
     def measured(self, step_s: float, eval_s: float) -> "BudgetPlan":
-        return BudgetPlan(self.budget_s, self.steps_per_epoch, step_s, eval_s)
+        return BudgetPlan(self.budget_s, self.steps_per_epoch, step_s, eval_s, self.final_eval_s)
 
 
 def probe_plan(
@@ -67,6 +69,7 @@ def probe_plan(
     budget_s: float,
     steps: int = 6,
     tta: str = "none",
+    tta_every_epoch: bool = True,
 ) -> BudgetPlan:
     """The first plan, timed on a copy of the model (the run's state is untouched).
 
@@ -85,9 +88,10 @@ def probe_plan(
         synchronize(images.device)
         timings.append(time.perf_counter() - start)
     step_s = sorted(timings[1:])[len(timings[1:]) // 2]  # median, without the warm-up step
-    eval_s = _eval_seconds(probe, val, step.amp_dtype, tta)
+    final_eval_s = _eval_seconds(probe, val, step.amp_dtype, tta)
+    eval_s = final_eval_s if tta_every_epoch or tta == "none" else _eval_seconds(probe, val, step.amp_dtype, "none")
     torch.set_rng_state(rng)
-    return BudgetPlan(budget_s, len(train), step_s, eval_s)
+    return BudgetPlan(budget_s, len(train), step_s, eval_s, final_eval_s)
 
 
 FINISH_OVERRUN = 0.03  # the share of the budget a run may overrun to finish a schedule that has nearly annealed

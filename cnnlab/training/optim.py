@@ -8,6 +8,8 @@ from torch.optim import Optimizer
 
 from cnnlab.errors import UserError
 
+NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
+
 
 def decay_groups(params: list[nn.Parameter], no_decay_norm_bias: bool) -> list[dict]:
     """Split parameters so that norm weights and biases (1-D tensors) skip weight decay when asked."""
@@ -21,17 +23,20 @@ def decay_groups(params: list[nn.Parameter], no_decay_norm_bias: bool) -> list[d
 
 @dataclass(frozen=True)
 class BiasLR:
-    """`trainer.bias_lr_factor`: 1-D biases (BatchNorm shifts, conv and linear biases) train at lr x factor, and
+    """`trainer.bias_lr_factor`: the shifts of normalisation layers (BatchNorm's biases) train at lr x factor, and
     their weight decay is divided by the factor, so that lr x weight decay - the shrinkage per step of SGD and
-    AdamW - stays what it is for the other parameters (a group exempt from decay stays exempt)."""
+    AdamW - stays what it is for the other parameters (a group exempt from decay stays exempt). Only norm shifts:
+    they act on unit-variance activations, so a large step moves a threshold, while the same step on the head's
+    bias or an unnormalised conv's bias moves the logits themselves and diverges."""
 
-    ids: frozenset[int]  # id() of the model's 1-D biases
+    ids: frozenset[int]  # id() of the model's normalisation-layer biases
     factor: float
     weight_decay: float  # the optimizer's, for groups that do not set their own
 
     @classmethod
     def of(cls, model: nn.Module, factor: float, weight_decay: float) -> "BiasLR":
-        biases = (p for name, p in model.named_parameters() if name.rsplit(".", 1)[-1] == "bias" and p.ndim == 1)
+        norms = (m for m in model.modules() if isinstance(m, NORM_LAYERS))
+        biases = (m.bias for m in norms if isinstance(m.bias, nn.Parameter))
         return cls(frozenset(map(id, biases)), factor, weight_decay)
 
     def split(self, group: dict) -> list[tuple[dict, float]]:

@@ -31,6 +31,7 @@ MAY_CHANGE_SUFFIXES = ("root", "cache_dir", "download", "url", "md5")
 # Settings added after checkpoints already existed: a checkpoint without one was trained as with this value
 ADDED_LATER = {
     "trainer.tta": False,
+    "trainer.tta_every_epoch": True,
     "model.downsample": "stride",
     "model.stem": "conv",
     "model.init": "default",

@@ -21,7 +21,7 @@ from cnnlab.config.choices import tta_level
 from cnnlab.config.duration import parse_duration
 from cnnlab.data.build import DataBundle, build_data
 from cnnlab.data.loader import BatchLoader
-from cnnlab.device import resolve_device
+from cnnlab.device import flush_denormals, resolve_device
 from cnnlab.errors import UserError
 from cnnlab.models.stats import count_macs, count_parameters, measure_latency_ms
 from cnnlab.run_folder import BEST_CHECKPOINT, RunStatus, checkpoints_dir
@@ -111,6 +111,7 @@ def prepare_run(cfg: DictConfig, run_dir: Path, prune: PruneRule | None = None) 
     config = OmegaConf.to_container(cfg, resolve=True)
     resume = Resume.load(cfg.resume, config) if cfg.resume else None
     device = resolve_device(str(cfg.device))
+    flush_denormals(device)
     seed_everything(cfg.seed)
     channels_last = bool(cfg.trainer.channels_last)
     data = build_data(cfg.dataset, cfg.batch_size, cfg.trainer.eval_batch_size, device, cfg.seed, channels_last)
@@ -161,6 +162,7 @@ def prepare_run(cfg: DictConfig, run_dir: Path, prune: PruneRule | None = None) 
         log_every=cfg.trainer.log_every,
         histograms=cfg.trainer.histograms,
         tta=tta_level(cfg.trainer.tta),
+        tta_every_epoch=cfg.trainer.tta_every_epoch,
         finetune=finetune if finetune.mode != "full" else None,
         checkpoints=CheckpointStore(checkpoints_dir(run_dir), config, {"planned_epochs": epochs, "data": data.card()}),
         rules=StopRules(cfg.trainer.patience, cfg.trainer.divergence_factor, budget_s, prune),
@@ -199,17 +201,19 @@ def plan_run_length(
         data.val,
         budget_s,
         tta=tta_level(cfg.trainer.tta),
+        tta_every_epoch=cfg.trainer.tta_every_epoch,
     )
     if resume is not None:
         total = resume.checkpoint.get("total_steps") or steps * resume.planned_epochs(cfg.epochs, time_budget=True)
         return total, StepBudget(plan, total)
     total = plan.total_steps(0.0, 0)
     log.info(
-        "time budget %.0f s: %.3f s per step and %.1f s per validation, so %d steps (%.2f epochs); "
+        "time budget %.0f s: %.3f s per step and %.1f s per validation%s, so %d steps (%.2f epochs); "
         "re-planned as it trains, the schedule ends with the budget",
         budget_s,
         plan.step_s,
         plan.eval_s,
+        f" ({plan.final_eval_s:.1f} s for the last, with TTA)" if plan.final_eval_s != plan.eval_s else "",
         total,
         total / steps,
     )

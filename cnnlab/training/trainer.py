@@ -84,6 +84,7 @@ class Trainer:
         rules: StopRules | None = None,
         histograms: bool = False,
         tta: str = "none",
+        tta_every_epoch: bool = True,
         finetune: Finetune | None = None,
         budget: StepBudget | None = None,
     ) -> None:
@@ -111,6 +112,7 @@ class Trainer:
         self.stop_requested = False
         self.histograms = histograms
         self.tta = tta  # a level of cnnlab.config.choices.TTA_LEVELS: the views validation and test average
+        self.tta_every_epoch = tta_every_epoch  # False: only the last epoch's validation (and the test) use them
         self.budget = budget  # under a time budget: the run's length in steps, re-planned every epoch
         self._grad_norms: list[torch.Tensor] = []
 
@@ -247,14 +249,15 @@ class Trainer:
             "complete": step == len(loader) or self._planned_end(),
         }
 
-    def predict(self, loader: BatchLoader) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits (float32) and labels over a whole split in eval mode, averaged over the views of the TTA level."""
+    def predict(self, loader: BatchLoader, tta: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (float32) and labels over a whole split in eval mode, averaged over the views of the TTA level
+        (the run's unless `tta` is given)."""
         model = self.model if self.averaging is None else self.evaluated_model  # the compiled net, or the average
-        return predict(model, loader, self.train_step.amp_dtype, self.tta)
+        return predict(model, loader, self.train_step.amp_dtype, self.tta if tta is None else tta)
 
-    def evaluate(self, loader: BatchLoader) -> dict[str, float]:
+    def evaluate(self, loader: BatchLoader, tta: str | None = None) -> dict[str, float]:
         """Loss and accuracy over a whole split (validate and test both use this)."""
-        logits, labels = self.predict(loader)
+        logits, labels = self.predict(loader, tta)
         loss = nn.functional.cross_entropy(logits, labels).item()
         return {"loss": loss, "acc": (logits.argmax(1) == labels).double().mean().item()}
 
@@ -272,8 +275,9 @@ class Trainer:
             lr = self.optimizer.param_groups[0]["lr"]  # where the schedule stands at the end of the epoch
             if not stats["complete"]:  # the time budget ran out mid-epoch: validate what we have and stop
                 stopped_by = "time_budget"
+            last = stopped_by is not None or self.epoch + 1 >= self._planned_epochs(epochs, len(train))
             eval_start = time.perf_counter()
-            val_stats = self.evaluate(val)
+            val_stats = self.evaluate(val, None if last or self.tta_every_epoch else "none")
             eval_s = time.perf_counter() - eval_start
             self._check_epoch_losses(stats["loss"], val_stats["loss"])
             self.epoch += 1

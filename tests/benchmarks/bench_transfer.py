@@ -10,14 +10,11 @@ real `cnnlab train`; the table gives validation accuracy, epochs, images/s and m
 """
 
 import argparse
-import json
-import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 from data_args import add_data_argument, dataset_overrides
+from runs import mean_images_per_s, mean_std, train
 
 FIRST, OTHER = "[0,1,2,3,4]", "[5,6,7,8,9]"
 VARIANTS = {
@@ -26,24 +23,6 @@ VARIANTS = {
     "init_from, full": ["trainer.finetune=full"],
     "init_from, gradual": ["trainer.finetune=gradual", "trainer.head_epochs=1"],
 }
-
-
-def train(overrides: list[str], run_dir: Path) -> dict:
-    command = [
-        shutil.which("cnnlab") or str(Path(sys.executable).with_name("cnnlab")),
-        "train",
-        *overrides,
-        f"hydra.run.dir={run_dir}",
-    ]
-    print(" ".join(command), flush=True)
-    if subprocess.run(command, stdout=subprocess.DEVNULL).returncode != 0:
-        sys.exit(f"the run in {run_dir} failed; see its train.log")
-    return json.loads((run_dir / "metrics.json").read_text())
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    return mean, (sum((v - mean) ** 2 for v in values) / max(1, len(values) - 1)) ** 0.5
 
 
 def one_seed(common: list[str], args: argparse.Namespace, out: Path) -> tuple[float, dict[str, tuple]]:
@@ -57,11 +36,10 @@ def one_seed(common: list[str], args: argparse.Namespace, out: Path) -> tuple[fl
         metrics = train(
             [*common, f"dataset.classes={OTHER}", f"trainer.time_budget={args.budget}", *start_from, *extra], run
         )
-        rates = [h["throughput/images_per_s"] for h in metrics["history"]]
         rows[name] = (
             metrics["best_val_acc"],
             metrics["epochs_completed"],
-            sum(rates) / len(rates),
+            mean_images_per_s(metrics),
             metrics["train_time_s"] / 60,
         )
     return pretrained["best_val_acc"], rows
