@@ -30,7 +30,7 @@ LADDER: list[tuple[str, list[str]]] = [
     ("+ lookahead weights", ["trainer.weight_averaging=none"]),
     ("+ alternating flip, reflect padding", ["dataset.augment.flip_mode=random", "dataset.augment.pad_mode=zeros"]),
     ("+ flip and translate TTA", ["trainer.tta=none"]),
-    ("+ Muon for the convolution filters", ["optimizer=sgd"]),
+    ("+ Muon for the convolution filters", ["optimizer=sgd", "~optimizer.muon_lr"]),
 ]
 
 
