@@ -16,6 +16,7 @@ from cnnlab.models.blocks import ConvBNAct, init_identity
 from cnnlab.models.efficient import EfficientCNN
 from cnnlab.models.whitening import EPS, PatchWhitening, patch_covariance
 from cnnlab.training.components import build_model, configured_optimizer
+from cnnlab.training.run import prepare_run
 from cnnlab.training.schedules import linear
 
 from conftest import TINY
@@ -206,6 +207,17 @@ def test_bias_lr_factor_groups(compose_train, no_decay_norm_bias: bool) -> None:
         scheduler.step()
     assert group_of(optimizer, biases[0])["lr"] == pytest.approx(64 * group_of(optimizer, conv)["lr"])
     assert group_of(optimizer, conv)["lr"] == pytest.approx(0.1 * (1 - 4 / 9))
+
+
+def test_a_checkpoint_whose_optimizer_groups_differ_is_a_one_line_error(compose_train, tmp_path: Path) -> None:
+    """Checkpoints written when the bias factor also covered the head's bias group the parameters differently:
+    resuming one names init_from instead of torch's ValueError."""
+    run = prepare_run(compose_train([*TINY, "trainer.bias_lr_factor=8"]), tmp_path)
+    state = run.trainer.state_dict()
+    groups = state["optimizer"]["param_groups"]
+    groups[-1]["params"].append(groups[0]["params"].pop())  # a parameter in another group, as then
+    with pytest.raises(UserError, match="does not fit this run's parameter groups.*init_from=<run folder>"):
+        run.trainer.load_state_dict(state)
 
 
 def test_bias_lr_factor_composes_with_the_backbone_factor(compose_train) -> None:

@@ -355,7 +355,13 @@ class Trainer:
         self.plain_model.load_state_dict(state["model" if self.averaging is None else "training_model"])
         if self.averaging is not None:
             self.averaging.load_state_dict(state["averaging"], state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except ValueError as e:  # torch's "parameter group that doesn't match the size of optimizer's group"
+            raise UserError(
+                "the checkpoint's optimizer state does not fit this run's parameter groups (a cnnlab version that "
+                "grouped them differently wrote it); start a new run from its weights with init_from=<run folder>"
+            ) from e
         self.scheduler.load_state_dict(state["scheduler"])
         self.train_step.scaler.load_state_dict(state["scaler"])
         self.epoch, self.global_step = state["epoch"], state["global_step"]
