@@ -113,7 +113,7 @@ class Trainer:
         self.histograms = histograms
         self.tta = tta  # a level of cnnlab.config.choices.TTA_LEVELS: the views validation and test average
         self.tta_every_epoch = tta_every_epoch  # False: only the last epoch's validation (and the test) use them
-        self.budget = budget  # under a time budget: the run's length in steps, re-planned every epoch
+        self.budget = budget  # under a time budget: the run's length in steps, re-planned as it trains
         self._grad_norms: list[torch.Tensor] = []
 
     @property

@@ -14,7 +14,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from pathlib import Path
 import torch
 
 from data_args import add_data_argument, dataset_overrides
+from runs import cnnlab_executable
 
 
 def spin(seconds: float) -> None:
@@ -33,7 +33,7 @@ def spin(seconds: float) -> None:
 
 
 def run(overrides: list[str], run_dir: Path, busy_s: float) -> dict:
-    command = [shutil.which("cnnlab") or str(Path(sys.executable).with_name("cnnlab")), "train", *overrides]
+    command = [cnnlab_executable(), "train", *overrides]
     print(" ".join(command), flush=True)
     process = subprocess.Popen([*command, f"hydra.run.dir={run_dir}"], stdout=subprocess.DEVNULL)
     hogs = [multiprocessing.Process(target=spin, args=(busy_s,)) for _ in range(os.cpu_count() or 1) if busy_s > 0]

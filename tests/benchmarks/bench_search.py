@@ -15,13 +15,14 @@ with 20% of it held out for validation.
 import argparse
 import csv
 import math
-import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
 from pathlib import Path
+
+from runs import cnnlab_executable
 
 SPACE = ["lr=tag(log,interval(1e-3,1))", "weight_decay=tag(log,interval(1e-5,1e-2))"]
 
@@ -91,7 +92,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="cnnlab-bench-search-"))
     out = args.out or work / "sweeps"
-    cnnlab = shutil.which("cnnlab") or str(Path(sys.executable).with_name("cnnlab"))
+    cnnlab = cnnlab_executable()
     common = [f"model={args.model}", f"epochs={args.epochs}", "batch_size=128", "trainer.histograms=false"]
     if args.data:
         common += [

@@ -13,7 +13,6 @@ data loading, the budget probe and the final evaluation included) is printed as 
 import argparse
 import csv
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ import time
 from pathlib import Path
 
 from data_args import add_data_argument, dataset_overrides
+from runs import cnnlab_executable
 
 THRESHOLDS = (0.80, 0.85, 0.90, 0.92, 0.94)
 
@@ -64,7 +64,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     budget = args.budget or (None if args.data else "1m")
     command = [
-        shutil.which("cnnlab") or str(Path(sys.executable).with_name("cnnlab")),
+        cnnlab_executable(),
         "train",
         f"experiment={args.experiment}",
         *dataset_overrides(args.data, 20_000),

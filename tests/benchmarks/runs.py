@@ -7,9 +7,14 @@ import sys
 from pathlib import Path
 
 
+def cnnlab_executable() -> str:
+    """The installed `cnnlab` command: on the PATH, or beside this Python when its environment is not activated."""
+    return shutil.which("cnnlab") or str(Path(sys.executable).with_name("cnnlab"))
+
+
 def train(overrides: list[str], run_dir: Path) -> dict:
     """Run `cnnlab train <overrides>` in `run_dir` (its output hidden) and return the run's metrics.json."""
-    command = [shutil.which("cnnlab") or str(Path(sys.executable).with_name("cnnlab")), "train", *overrides]
+    command = [cnnlab_executable(), "train", *overrides]
     print(" ".join(command), flush=True)
     if subprocess.run([*command, f"hydra.run.dir={run_dir}"], stdout=subprocess.DEVNULL).returncode != 0:
         sys.exit(f"the run in {run_dir} failed; see its train.log")
