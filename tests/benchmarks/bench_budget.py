@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from data_args import add_data_argument, dataset_overrides
-from runs import cnnlab_executable
+from runs import cnnlab_executable, mean_images_per_s
 
 
 def spin(seconds: float) -> None:
@@ -70,10 +70,9 @@ def main() -> None:
     print(f"{'machine':<26} {'trained s':>10} {'unused':>8} {'epochs':>7} {'img/s':>7} {'lr at end / lr':>15}")
     for name, metrics in rows.items():
         budget, trained = metrics["time_budget_s"], metrics["train_time_s"]
-        rates = [h["throughput/images_per_s"] for h in metrics["history"]]
         print(
             f"{name:<26} {trained:>10.1f} {100 * (budget - trained) / budget:>7.1f}% {metrics['epochs_completed']:>7} "
-            f"{sum(rates) / len(rates):>7.0f} {metrics['lr_factor_at_end']:>15.4f}"
+            f"{mean_images_per_s(metrics):>7.0f} {metrics['lr_factor_at_end']:>15.4f}"
         )
     print(f"\nruns in {out}")
 
