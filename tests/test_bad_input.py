@@ -38,7 +38,7 @@ CASES = {
     "unknown pruner": Case(("-m", "sweeper=tpe", "pruner=asha"), "unknown pruner 'asha'", "hyperband, median"),
     "unknown key": Case(("train", "lrr=0.1"), "unknown key lrr", "did you mean lr?"),
     "unknown nested key": Case(("train", "trainer.patiense=3"), "unknown key trainer.patiense", "trainer.patience"),
-    "unknown task": Case(("trian",), "unknown task 'trian'", "train, eval, data, bench, report"),
+    "unknown task": Case(("trian",), "unknown task 'trian'", "train, eval, data, bench, lr-find, report"),
     "unparsable override": Case(("train", "lr=tag(log"), "cannot parse override 'lr=tag(log'", "brackets and quotes"),
     # wrong types and ranges
     "lr not a number": Case(("train", "lr=abc"), "lr='abc' is invalid", "lr=0.05"),
@@ -78,8 +78,9 @@ CASES = {
             "model.widths=[8,8,8,8,8,8]",
             "model.depths=[1,1,1,1,1,1]",
             "model.blocks=[ds,ds,ds,ds,ds,ds]",
+            "model.se_ratio=0.25",
         ),
-        "5 stride-2 stages, too many for (28, 28) inputs",
+        "5 max-pooled stages, too many for (28, 28) inputs",
         "drop a stage",
     ),
     # data on disk

@@ -32,6 +32,14 @@ class ConvBNAct(nn.Sequential):
         )
 
 
+class GlobalAvgPool(nn.Module):
+    """Mean over the spatial dimensions, (N, C, H, W) -> (N, C). A plain mean rather than AdaptiveAvgPool2d, whose
+    CUDA backward has no deterministic kernel (`trainer.deterministic=true` would refuse it)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3))
+
+
 class SqueezeExcite(nn.Module):
     """Channel attention: global average pool, bottleneck with ReLU, sigmoid gate, rescale channels."""
 

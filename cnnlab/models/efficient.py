@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from cnnlab.errors import UserError
-from cnnlab.models.blocks import ACTIVATIONS, BLOCKS, ConvBNAct, configure_batchnorm, init_identity
+from cnnlab.models.blocks import ACTIVATIONS, BLOCKS, ConvBNAct, GlobalAvgPool, configure_batchnorm, init_identity
 from cnnlab.models.checks import fraction, odd_kernel, whole, whole_list
 from cnnlab.models.whitening import PATCH_SIZE, PatchWhitening
 
@@ -76,9 +76,8 @@ class EfficientCNN(nn.Module):
                     layers.append(nn.MaxPool2d(2))
                 channels = width
         self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(channels, num_classes)
-        )
+        # (the Flatten after the pool keeps the layer indices of earlier versions, so their checkpoints still load)
+        self.head = nn.Sequential(GlobalAvgPool(), nn.Flatten(), nn.Dropout(dropout), nn.Linear(channels, num_classes))
         if init == "dirac":
             init_identity(self)
         configure_batchnorm(self, bn_momentum, bn_frozen_scale)
@@ -155,7 +154,7 @@ def _check_stages(
     side = min(image_size) - (PATCH_SIZE - 1 if stem == "whiten" else 0)  # the whitening stem has no padding
     halvings = len(widths) - (0 if downsample == "maxpool_all" else 1)
     if side // 2**halvings < 2:
-        kind = "max-pooled" if downsample == "maxpool_all" else "stride-2"
+        kind = "stride-2" if downsample == "stride" else "max-pooled"
         after = " after the whitening stem" if stem == "whiten" else ""
         raise UserError(
             f"model has {halvings} {kind} stages, too many for {tuple(image_size)} inputs "
