@@ -21,6 +21,10 @@ TASKS = {
         "cnnlab.tasks.bench",
         "training and inference images/s per variant (eager, channels_last, compiled), fastest recommended",
     ),
+    "lr-find": (
+        "cnnlab.tasks.lr_find",
+        "learning-rate range test: a suggested lr and a search range, lr_find.png (takes train overrides)",
+    ),
     "report": (
         "cnnlab.tasks.report",
         "rank a sweep's trials, write report.md, trials.csv and plots: cnnlab report <sweep folder>",
@@ -34,7 +38,9 @@ TASKS = {
         "a trained model as an ONNX, TorchScript or torch.export file, checked: cnnlab export ckpt=<run> format=onnx",
     ),
 }
-GROUPS = ("dataset", "model", "optimizer", "scheduler", "trainer", "sweeper", "pruner", "launcher", "experiment")
+GROUPS = (
+    "dataset", "model", "optimizer", "scheduler", "trainer", "logger", "sweeper", "pruner", "launcher", "experiment",
+)  # fmt: skip
 
 
 def config_options(group: str) -> list[str]:
@@ -123,6 +129,19 @@ def argument_problem(args: list[str]) -> str | None:
     return None
 
 
+def shell_completion(args: list[str]) -> str | None:
+    """For Hydra's tab completion (`-sc install=bash`, then `-sc query=bash` at every Tab): the task whose config to
+    complete, with COMP_LINE rewritten so that Hydra sees `cnnlab <overrides>` without the task word; None when
+    these are not completion arguments."""
+    if not any(a.split("=", 1)[0] in ("-sc", "--shell-completion") for a in args):
+        return None
+    words = os.environ.get("COMP_LINE", "").split(" ")
+    if len(words) > 1 and words[1] in TASKS and words[1] != "report":  # report takes a folder: the shell completes it
+        os.environ["COMP_LINE"] = " ".join([words[0], *words[2:]])
+        return words[1]
+    return "train"
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("HYDRA_FULL_ERROR") == "1"
@@ -144,6 +163,8 @@ def main(argv: list[str] | None = None) -> None:
         )
         sys.exit(2)
     task = args.pop(0) if args[0] in TASKS else "train"
+    if completing := shell_completion(args):
+        task = completing
     if task != "report" and (problem := argument_problem(args)):
         print(f"cnnlab: error: {problem}", file=sys.stderr)
         sys.exit(2)
@@ -154,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if task == "train":
             args = with_saved_overrides(args)
-        sys.argv = [f"cnnlab-{task}", *args]
+        sys.argv = ["cnnlab" if completing else f"cnnlab-{task}", *args]  # the completion script names the command
         module.main()
     except KeyboardInterrupt:  # a second Ctrl-C, or one outside a training loop
         if debug:

@@ -1,6 +1,7 @@
 """Device and precision choice from the `device` and `trainer.amp` settings."""
 
 import contextlib
+import os
 
 import torch
 
@@ -35,6 +36,20 @@ def flush_denormals(device: torch.device) -> None:
     """
     if device.type == "cpu":
         torch.set_flush_denormal(True)
+
+
+def set_deterministic(enabled: bool) -> None:
+    """Make this process's kernels deterministic (`trainer.deterministic`), or let them choose freely again.
+
+    Set for every run, on or off, because a sweep runs its trials in one process. On CUDA, cuBLAS needs its
+    workspace config before its first call (set here unless the user set it), cuDNN stops autotuning, and an
+    operation without a deterministic kernel raises instead of silently differing between runs.
+    """
+    torch.use_deterministic_algorithms(enabled)
+    torch.backends.cudnn.deterministic = enabled
+    torch.backends.cudnn.benchmark = False if enabled else torch.backends.cudnn.benchmark
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
 def autocast_dtype(device: torch.device, amp: bool | str) -> torch.dtype | None:

@@ -75,3 +75,20 @@ def test_hydra_flags_keep_working(run_cnnlab) -> None:
     assert result.returncode == 0, result.stderr
     config = yaml.safe_load(result.stdout)
     assert config["lr"] == 0.5 and config["optimizer"]["lr"] == "${lr}"
+
+
+def test_tab_completion_installs_for_cnnlab_and_completes_each_task(run_cnnlab, tmp_path: Path) -> None:
+    install = run_cnnlab("-sc", "install=bash")
+    assert install.returncode == 0, install.stderr
+    assert install.stdout.rstrip().endswith("complete -o nospace -o default -F hydra_bash_completion cnnlab")
+
+    def complete(line: str) -> list[str]:
+        done = run_cnnlab("-sc", "query=bash", env={"COMP_LINE": line, "COMP_POINT": str(len(line))})
+        assert done.returncode == 0, done.stderr
+        return done.stdout.split()
+
+    assert "model=" in complete("cnnlab train mod")
+    assert "model=efficient" in complete("cnnlab train model=eff")
+    assert {"logger=csv", "logger=mlflow"} <= set(complete("cnnlab -m logger="))
+    assert "trainer.tta=" in complete("cnnlab trainer.tt")
+    assert "split=" in complete("cnnlab eval spl")  # eval's own config

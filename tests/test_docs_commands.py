@@ -31,6 +31,7 @@ CONFIG_NAMES = {
     "eval": "eval",
     "data": "data",
     "bench": "bench",
+    "lr-find": "lr_find",
     "predict": "predict",
     "export": "export",
 }

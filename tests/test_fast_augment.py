@@ -268,7 +268,7 @@ def test_a_run_trains_with_the_new_keys(compose_train: Callable[..., DictConfig]
     augment = run.data.train.augment
     assert isinstance(augment, BatchAugment) and (augment.flip_mode, augment.pad_mode) == ("alternate", "reflect")
     assert run.trainer.tta == "flip_translate"
-    best_val_acc = run_fit(run.trainer, run.tracker, run.data, run.epochs, run.info, tmp_path)
+    best_val_acc = run_fit(run, tmp_path)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["status"] == "completed" and metrics["epochs_completed"] == 2 and best_val_acc > 0
 

@@ -4,9 +4,11 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cnnlab.config.validate import validate_train_config
+from cnnlab.tracking.tracker import norm_scalars
 from cnnlab.training.run import prepare_run, run_fit, train
 from cnnlab.training.trainer import RunDiverged
 
@@ -40,6 +42,9 @@ def test_tensorboard_holds_the_whole_story(compose_train, tmp_path: Path) -> Non
         "hparam/test_acc",
     } <= scalars
     assert {f"test/class_acc/class_{i}" for i in range(10)} <= scalars
+    assert {f"test/{kind}/class_0" for kind in ("class_precision", "class_f1")} <= scalars
+    layer = next(t.removeprefix("weight_norm/") for t in scalars if t.startswith("weight_norm/"))
+    assert f"grad_to_weight/{layer}" in scalars and len(events.Scalars(f"weight_norm/{layer}")) == 2
     assert events.Scalars("test/acc")[0].value == pytest.approx(metrics["test_acc"])
     assert [e.value for e in events.Scalars("val/acc")] == pytest.approx([h["val/acc"] for h in metrics["history"]])
     histograms = set(tags["histograms"])
@@ -52,7 +57,14 @@ def test_tensorboard_holds_the_whole_story(compose_train, tmp_path: Path) -> Non
     assert [p for p in tmp_path.iterdir() if p.is_dir()] == [tmp_path / "checkpoints"]
     for name in ("curves.png", "confusion_matrix.png"):
         assert (tmp_path / name).read_bytes().startswith(PNG)
-    assert set(metrics["test_per_class_acc"]) == {f"class_{i}" for i in range(10)}
+    for key in ("test_per_class_acc", "test_per_class_precision", "test_per_class_f1"):
+        assert set(metrics[key]) == {f"class_{i}" for i in range(10)}
+
+
+def test_weight_norm_scalars_and_their_ratio_to_the_gradient_norms() -> None:
+    weights = {"conv": torch.tensor([3.0, 4.0]), "head": torch.tensor([0.0, 2.0])}
+    scalars = norm_scalars(weights, {"conv": torch.tensor([1.0, 3.0])})
+    assert scalars == {"weight_norm/conv": 5.0, "grad_to_weight/conv": pytest.approx(0.4), "weight_norm/head": 2.0}
 
 
 def test_eval_reproduces_the_recorded_test_accuracy(run_cnnlab, tmp_path: Path) -> None:
@@ -65,6 +77,8 @@ def test_eval_reproduces_the_recorded_test_accuracy(run_cnnlab, tmp_path: Path) 
     assert evaluation["acc"] == recorded["test_acc"]
     assert evaluation["split"] == "test" and evaluation["count"] == 100
     assert sum(map(sum, evaluation["confusion"])) == 100
+    assert evaluation["per_class_f1"] == pytest.approx(recorded["test_per_class_f1"])
+    assert "precision" in result.stdout and "F1" in result.stdout
     assert "confusion matrix" in result.stdout and f"{recorded['test_acc']:.4f}" in result.stdout
     tta = run_cnnlab("eval", f"ckpt={run}/checkpoints/best.pt", "split=val", "tta=true")
     assert tta.returncode == 0, tta.stderr
@@ -82,7 +96,7 @@ def test_the_best_validation_weights_are_tested_and_eval_reproduces_both(compose
         return {**real_evaluate(loader, tta), "acc": 0.9 if len(calls) == 1 else 0.1}
 
     run.trainer.evaluate = epoch_one_looks_best
-    run_fit(run.trainer, run.tracker, run.data, run.epochs, run.info, tmp_path)
+    run_fit(run, tmp_path)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["tested_epoch"] == 1 and metrics["epochs_completed"] == 3
     assert "test_acc_last" in metrics

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from omegaconf import DictConfig
 
@@ -47,8 +48,6 @@ def test_each_model_and_optimizer_learns(compose_train, tmp_path: Path) -> None:
 
 
 def test_classification_report_counts_confusion_and_per_class_accuracy() -> None:
-    import torch
-
     from cnnlab.training.metrics import classification_report
 
     labels = torch.tensor([0, 0, 1, 1, 1, 2])
@@ -56,4 +55,6 @@ def test_classification_report_counts_confusion_and_per_class_accuracy() -> None
     report = classification_report(torch.nn.functional.one_hot(preds, 4).float(), labels, 4)
     assert report["confusion"] == [[1, 1, 0, 0], [1, 2, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]]
     assert report["per_class_acc"] == [0.5, 2 / 3, 0.0, 0.0]  # class 3 has no images: 0
+    assert report["per_class_precision"] == [1 / 3, 2 / 3, 0.0, 0.0]  # class 0: predicted 3 times, right once
+    assert report["per_class_f1"] == pytest.approx([0.4, 2 / 3, 0.0, 0.0])
     assert report["acc"] == 0.5 and report["count"] == 6

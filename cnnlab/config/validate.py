@@ -51,6 +51,7 @@ SWITCHES = (
     "trainer.histograms",
     "trainer.log_graph",
     "trainer.channels_last",
+    "trainer.deterministic",
 )
 
 
@@ -224,6 +225,48 @@ def _check_trainer(cfg: DictConfig) -> None:
     _tta(cfg, "trainer.tta")
 
 
+def _check_knobs(cfg: DictConfig) -> None:
+    """Gradient clipping, accumulation, MixUp/CutMix and the overfit sanity mode."""
+    trainer = cfg.trainer
+    clip = trainer.get("gradient_clip_val")
+    _require(
+        clip is None or (_is_number(clip) and clip > 0),
+        "trainer.gradient_clip_val",
+        clip,
+        "must be null (off) or a gradient norm > 0",
+        "trainer.gradient_clip_val=1.0",
+    )
+    _whole(cfg, "trainer.accumulate_grad_batches", 1, "4")
+    _whole(cfg, "trainer.overfit_batches", 0, "2")
+    for key in ("mixup_alpha", "cutmix_alpha"):
+        alpha = trainer.get(key, 0.0)
+        rule = "must be 0 (off) or a Beta distribution parameter > 0"
+        _require(_is_number(alpha) and alpha >= 0, f"trainer.{key}", alpha, rule, f"trainer.{key}=0.2")
+    prob = trainer.get("mix_prob", 1.0)
+    rule = "must be a probability in [0, 1]"
+    _require(_is_number(prob) and 0 <= prob <= 1, "trainer.mix_prob", prob, rule, "trainer.mix_prob=0.5")
+
+
+# The package each optional logger needs, checked before any data is read
+LOGGER_PACKAGES = {"wandb": "wandb", "mlflow": "mlflow"}
+
+
+def _check_loggers(cfg: DictConfig) -> None:
+    """Each chosen logger is a config with a _target_ (a stray `logger.x=1` would otherwise fail mid-start), and the
+    optional ones have their package."""
+    for name, node in (cfg.get("logger") or {}).items():
+        if node is None:  # logger.tensorboard=null drops one logger
+            continue
+        if not isinstance(node, DictConfig) or "_target_" not in node:
+            raise UserError(
+                f"logger.{name} is not a logger: choose loggers with logger=<name> or 'logger=[tensorboard,csv]' "
+                "(options: tensorboard, csv, wandb, mlflow, none)"
+            )
+        package = LOGGER_PACKAGES.get(name)
+        if package is not None and importlib.util.find_spec(package) is None:
+            raise UserError(f"logger={name} needs {package}, not installed here: {install_extra(name)}")
+
+
 def _check_averaging(cfg: DictConfig) -> None:
     """trainer.weight_averaging and its modes' settings: an average that moves, a Lookahead that trains."""
     trainer = cfg.trainer
@@ -339,6 +382,8 @@ def validate_train_config(cfg: DictConfig) -> None:
         "model.dropout=0.1",
     )
     _check_trainer(cfg)
+    _check_knobs(cfg)
+    _check_loggers(cfg)
     _check_averaging(cfg)
     _check_muon(cfg)
     _check_transfer(cfg)
@@ -469,10 +514,36 @@ def validate_sweep_config(cfg: DictConfig) -> None:
         )
 
 
+def validate_lr_find_config(cfg: DictConfig) -> None:
+    """`cnnlab lr-find`: the train config it tests, and a rising range of learning rates."""
+    if cfg.resume:
+        raise UserError("cnnlab lr-find tests a configuration, not a run: drop resume= and give its overrides")
+    validate_train_config(cfg)
+    settings = cfg.lr_find
+    start, end = settings.start_lr, settings.end_lr
+    _require(
+        _is_number(start) and _is_number(end) and 0 < start < end,
+        "lr_find.start_lr",
+        start,
+        f"must be a number > 0 below lr_find.end_lr={end}",
+        "lr_find.start_lr=1e-6",
+    )
+    _whole(cfg, "lr_find.steps", 20, "200")
+    smoothing = settings.smoothing
+    rule = "must be a number in [0, 1)"
+    _require(
+        _is_number(smoothing) and 0 <= smoothing < 1, "lr_find.smoothing", smoothing, rule, "lr_find.smoothing=0.98"
+    )
+    factor = settings.diverge_factor
+    rule = "must be a number > 1"
+    _require(_is_number(factor) and factor > 1, "lr_find.diverge_factor", factor, rule, "lr_find.diverge_factor=4")
+
+
 VALIDATORS = {
     "train": validate_train_config,
     "eval": validate_eval_config,
     "bench": validate_bench_config,
+    "lr_find": validate_lr_find_config,
     "predict": validate_predict_config,
     "export": validate_export_config,
 }

@@ -2,7 +2,7 @@
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -35,6 +35,26 @@ class DataBundle:
             "mean": self.train.mean.flatten().tolist(),
             "std": self.train.std.flatten().tolist(),
         }
+
+
+def overfit_subset(data: DataBundle, batches: int) -> DataBundle:
+    """`trainer.overfit_batches`: the first `batches` training batches only, without augmentation, validated on the
+    same images (no test). A model and input pipeline that can learn drive their loss near zero; if they cannot,
+    something is broken (labels, learning rate, model) and no longer run will fix it."""
+    train = data.train
+    images = train.data.subset(torch.arange(min(len(train.data), batches * train.batch_size)))
+    common = {
+        "mean": train.mean.flatten(),
+        "std": train.std.flatten(),
+        "channels_last": train.memory_format == torch.channels_last,
+        "input_size": train.input_size,
+    }
+    return replace(
+        data,
+        train=BatchLoader(images, train.batch_size, shuffle=True, drop_last=False, seed=train.seed, **common),
+        val=BatchLoader(images, data.val.batch_size, shuffle=False, drop_last=False, **common),
+        test=None,
+    )
 
 
 def holdout_count(total: int, val_size: int | float) -> int:

@@ -16,7 +16,7 @@ from cnnlab.errors import UserError
 from cnnlab.inference.local_data import with_local_data_settings
 from cnnlab.inference.trained import load_trained
 from cnnlab.tracking.terminal import print_evaluation
-from cnnlab.training.metrics import classification_report, predict
+from cnnlab.training.metrics import PER_CLASS, classification_report, predict
 
 log = logging.getLogger("cnnlab")
 
@@ -48,7 +48,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path) -> float:
         "split": cfg.split,
         "tta": tta,
         **report,
-        "per_class_acc": dict(zip(data.classes, report["per_class_acc"])),
+        **{key: dict(zip(data.classes, report[key])) for key in PER_CLASS},
         "classes": data.classes,
     }
     atomic_json_dump(result, run_dir / "eval.json")

@@ -197,6 +197,11 @@ def _markdown(results: SweepResults, importance: dict[str, float], plots: list[s
         lines += ["", "## Over seeds", "", "Completed trials grouped by every parameter but `seed`.", ""]
         lines += ["| " + " | ".join(seed_header) + " |", "|" + "---|" * len(seed_header)]
         lines += ["| " + " | ".join(line) + " |" for line in seed_cells]
+    diagnosed = [(row, row.metrics.get("diagnosis")) for row in results.rows if row.metrics.get("diagnosis")]
+    if diagnosed:
+        note = "What each trial's learning curves say (the others had nothing to act on)."
+        lines += ["", "## Diagnosis", "", note, ""]
+        lines += [f"- trial {row.number}: " + "; ".join(found) for row, found in diagnosed]
     if importance:
         lines += ["", "## Parameter importances (PED-ANOVA)", "", "| parameter | importance |", "|---|---|"]
         lines += [f"| {k} | {v:.3f} |" for k, v in importance.items()]
@@ -219,9 +224,9 @@ def _csv(results: SweepResults) -> str:
     header, cells = table_rows(results, short=False)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow([*header, "run_dir"])
+    writer.writerow([*header, "diagnosis", "run_dir"])
     for line, row in zip(cells, results.rows):
-        writer.writerow([*line, str(row.run_dir)])
+        writer.writerow([*line, "; ".join(row.metrics.get("diagnosis") or []), str(row.run_dir)])
     return buffer.getvalue()
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from cnnlab.run_folder import RunStatus, write_metrics
 from cnnlab.tracking.tracker import Sink
+from cnnlab.training.metrics import PER_CLASS
 
 SUMMARY_KEYS = (
     "status",
@@ -21,6 +22,7 @@ SUMMARY_KEYS = (
     "message",
     "pruned_at_epoch",
     "latency_ms",
+    "diagnosis",
 )
 
 
@@ -84,7 +86,8 @@ class MetricsFileSink(Sink):
         self._write()
 
     def evaluation(self, split: str, report: dict[str, Any], classes: list[str], step: int) -> None:
-        self.metrics[f"{split}_per_class_acc"] = dict(zip(classes, report["per_class_acc"]))
+        for key in PER_CLASS:
+            self.metrics[f"{split}_{key}"] = dict(zip(classes, report[key]))
         self._write()
 
     def run_ended(self, summary: dict[str, Any]) -> None:

@@ -10,6 +10,7 @@ import io
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -27,6 +28,12 @@ def _figure(width: float, height: float) -> Figure:
     figure = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(figure)
     return figure
+
+
+def figure_pixels(figure: Figure) -> np.ndarray:
+    """The figure drawn as an RGB array (H, W, 3), for loggers that take images rather than figures."""
+    figure.canvas.draw()
+    return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
 
 
 def save_figure(figure: Figure, path: Path) -> None:
@@ -59,6 +66,22 @@ def curves_figure(history: list[dict[str, float]]) -> Figure:
 
 def save_curves(history: list[dict[str, float]], path: Path) -> None:
     save_figure(curves_figure(history), path)
+
+
+def save_lr_find(lrs: list[float], losses: list[float], smoothed: list[float], suggestion: float, path: Path) -> None:
+    """The range test's loss against the learning rate (log scale), with the suggested learning rate marked."""
+    figure = _figure(7, 4.5)
+    axes = figure.subplots()
+    axes.plot(lrs, losses, color="lightgrey", linewidth=0.8, label="loss per step")
+    axes.plot(lrs, smoothed, label="smoothed loss")
+    axes.axvline(suggestion, color="tab:red", linestyle="--", label=f"suggested lr {suggestion:.2g}")
+    top = min(max(smoothed), 2 * smoothed[0]) if smoothed else None  # the blow-up at the end would flatten the rest
+    axes.set(xscale="log", xlabel="learning rate", ylabel="training loss", title="learning-rate range test")
+    if top is not None:
+        axes.set_ylim(top=top * 1.05)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    save_figure(figure, path)
 
 
 def confusion_figure(matrix: torch.Tensor, classes: list[str]) -> Figure:

@@ -1,11 +1,11 @@
-"""TensorBoard: the run folder itself is the TensorBoard run, so `tensorboard --logdir outputs` lists every run.
+"""TensorBoard (`logger=tensorboard`, the default): the run folder itself is the TensorBoard run, so
+`tensorboard --logdir outputs` lists every run.
 
 Steps are epochs. A resumed run writes with `purge_step`, so TensorBoard drops whatever the killed
 process logged after its last checkpoint and no step appears twice.
 """
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -13,7 +13,9 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
 from cnnlab.run_folder import RunStatus
-from cnnlab.tracking.tracker import Sink
+from cnnlab.tracking.loggers import RunContext
+from cnnlab.tracking.tracker import Sink, norm_scalars
+from cnnlab.training.metrics import PER_CLASS
 
 log = logging.getLogger("cnnlab")
 
@@ -21,9 +23,9 @@ log = logging.getLogger("cnnlab")
 class TensorBoardSink(Sink):
     """Scalars per epoch, weight and gradient-norm histograms, images, confusion matrix and hparams."""
 
-    def __init__(self, run_dir: Path, hparam_values: dict[str, Any], purge_step: int | None = None) -> None:
-        self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
-        self.hparam_values = hparam_values
+    def __init__(self, context: RunContext) -> None:
+        self.writer = SummaryWriter(log_dir=str(context.run_dir), purge_step=context.purge_step)
+        self.hparam_values = context.hparams
 
     def epoch_ended(self, epoch: int, metrics: dict[str, float]) -> None:
         for tag, value in metrics.items():
@@ -35,6 +37,8 @@ class TensorBoardSink(Sink):
             self.writer.add_histogram(f"weights/{name}", values, epoch)
         for name, values in grad_norms.items():
             self.writer.add_histogram(f"grad_norm/{name}", values, epoch)
+        for tag, value in norm_scalars(weights, grad_norms).items():
+            self.writer.add_scalar(tag, value, epoch)
 
     def images(self, tag: str, images: torch.Tensor, step: int) -> None:
         """TensorBoard shows grey or RGB: other channel counts are shown as their first three, or the first alone."""
@@ -52,8 +56,9 @@ class TensorBoardSink(Sink):
 
         self.writer.add_scalar(f"{split}/acc", report["acc"], step)
         self.writer.add_scalar(f"{split}/loss", report["loss"], step)
-        for name, acc in zip(classes, report["per_class_acc"]):
-            self.writer.add_scalar(f"{split}/class_acc/{name}", acc, step)
+        for key in PER_CLASS:  # test/class_acc/<class>, test/class_precision/<class>, test/class_f1/<class>
+            for name, value in zip(classes, report[key]):
+                self.writer.add_scalar(f"{split}/{key.replace('per_class_', 'class_')}/{name}", value, step)
         self.writer.add_figure(
             f"{split}/confusion_matrix", confusion_figure(torch.tensor(report["confusion"]), classes), step
         )

@@ -14,6 +14,7 @@ from rich.text import Text
 
 from cnnlab.run_folder import RunStatus
 from cnnlab.tracking.tracker import Sink
+from cnnlab.training.metrics import PER_CLASS
 
 log = logging.getLogger("cnnlab")
 
@@ -105,6 +106,8 @@ class TerminalSink(Sink):
         for name, value in rows:
             table.add_row(name, value)
         get_console().print(table)
+        for line in summary.get("diagnosis") or []:
+            log.info("diagnosis: %s", line)
 
     def close(self) -> None:
         self._stop_progress()
@@ -136,6 +139,12 @@ def print_evaluation(result: dict[str, Any], classes: list[str], title: str) -> 
         cells = [f"[bold]{n}[/bold]" if i == index else str(n) for i, n in enumerate(row)]
         table.add_row(f"{index} {name}", *cells, f"{result['per_class_acc'][name]:.3f}")
     console.print(table)
+    if all(key in result for key in PER_CLASS):  # a table of its own: beside the matrix it would not fit 80 columns
+        scores = {"precision": "per_class_precision", "recall": "per_class_acc", "f1": "per_class_f1"}
+        metrics = {label: [result[key][name] for name in classes] for label, key in scores.items()}
+        print_class_metrics(
+            "per class (recall is the class's accuracy)", classes, metrics, [sum(r) for r in result["confusion"]]
+        )
 
 
 def print_overview(name: str, summary: dict[str, Any]) -> None:

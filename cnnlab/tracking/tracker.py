@@ -6,6 +6,19 @@ from typing import Any
 import torch
 
 
+def norm_scalars(weights: dict[str, torch.Tensor], grad_norms: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Per layer: the weight norm (`weight_norm/<layer>`) and, where gradients were seen, the epoch's mean gradient
+    norm over it (`grad_to_weight/<layer>`): how far a step moves the layer relative to its size. A layer whose
+    ratio sits orders of magnitude below the others barely learns; one far above is unstable."""
+    scalars: dict[str, float] = {}
+    for name, values in weights.items():
+        norm = values.float().norm().item()
+        scalars[f"weight_norm/{name}"] = norm
+        if name in grad_norms and grad_norms[name].numel():
+            scalars[f"grad_to_weight/{name}"] = grad_norms[name].float().mean().item() / max(norm, 1e-12)
+    return scalars
+
+
 class Sink:
     """Receives training events; every hook is optional (the defaults do nothing)."""
 

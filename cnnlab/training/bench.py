@@ -19,7 +19,7 @@ from cnnlab.config.duration import parse_duration
 from cnnlab.data.build import DataBundle, build_data
 from cnnlab.device import flush_denormals, resolve_device
 from cnnlab.models.stats import count_macs
-from cnnlab.training.components import build_model, configured_step
+from cnnlab.training.components import build_model, configured_step, step_batch_size
 from cnnlab.training.metrics import tta_views
 from cnnlab.training.throughput import endless, inference_step, time_steps, training_steps
 
@@ -82,7 +82,7 @@ def measure_variant(cfg: DictConfig, data: DataBundle, device: torch.device, var
     model = build_model(cfg, data.input_shape, len(data.classes)).to(device, memory_format=memory_format).train()
     if compiled:
         torch._dynamo.reset()  # each measurement compiles from scratch, not on top of an earlier model's graphs
-    step = configured_step(cfg, torch.compile(model) if compiled else model, device)
+    step = configured_step(cfg, torch.compile(model) if compiled else model, device, len(data.classes))
     for loader in (data.train, data.val):
         loader.memory_format = memory_format
     train = time_steps(training_steps(step, endless(data.train)), device, cfg.bench.seconds)
@@ -125,7 +125,9 @@ def bench(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Measure every variant, print the table, write bench.json; expects a config validate_bench_config passed."""
     device = resolve_device(str(cfg.device))
     flush_denormals(device)  # as training does: the figures are the run's
-    data = build_data(cfg.dataset, cfg.batch_size, cfg.trainer.eval_batch_size, device, cfg.seed, channels_last=False)
+    data = build_data(
+        cfg.dataset, step_batch_size(cfg), cfg.trainer.eval_batch_size, device, cfg.seed, channels_last=False
+    )
     variants = [name for name, (_, compiled) in VARIANTS.items() if cfg.bench.compile or not compiled]
     results = {}
     for name in variants:

@@ -13,7 +13,7 @@ from cnnlab.training.averaging import WeightAverage
 from cnnlab.training.finetune import Finetune, head_module
 from cnnlab.training.muon import MuonWithSGD, hidden_matrices, with_muon_groups
 from cnnlab.training.optim import BiasLR, build_optimizer, parameter_groups
-from cnnlab.training.step import TrainStep
+from cnnlab.training.step import BatchMix, TrainStep
 
 
 def build_model(cfg: DictConfig, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
@@ -58,24 +58,60 @@ def configured_loss(cfg: DictConfig) -> nn.Module:
     return nn.CrossEntropyLoss(label_smoothing=cfg.trainer.label_smoothing)
 
 
+def step_batch_size(cfg: DictConfig) -> int:
+    """Images per optimizer step: `batch_size` per forward pass, x `trainer.accumulate_grad_batches`."""
+    return int(cfg.batch_size) * int(cfg.trainer.get("accumulate_grad_batches", 1))
+
+
+def configured_mix(cfg: DictConfig, num_classes: int) -> BatchMix | None:
+    """MixUp and/or CutMix (`trainer.mixup_alpha`, `cutmix_alpha`; one of them at random when both are on), applied
+    to a batch with probability `trainer.mix_prob`; None when both are off."""
+    from torchvision.transforms import v2
+
+    trainer = cfg.trainer
+    if trainer.get("overfit_batches", 0):  # the sanity check trains on the plain images
+        return None
+    mixes = []
+    if trainer.get("mixup_alpha", 0.0) > 0:
+        mixes.append(v2.MixUp(alpha=float(trainer.mixup_alpha), num_classes=num_classes))
+    if trainer.get("cutmix_alpha", 0.0) > 0:
+        mixes.append(v2.CutMix(alpha=float(trainer.cutmix_alpha), num_classes=num_classes))
+    if not mixes:
+        return None
+    chosen = mixes[0] if len(mixes) == 1 else v2.RandomChoice(mixes)
+    probability = float(trainer.get("mix_prob", 1.0))
+
+    def mix(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if probability < 1 and torch.rand(()).item() >= probability:  # the CPU generator: no device sync
+            return images, labels
+        return chosen(images, labels)
+
+    return mix
+
+
 def configured_step(
     cfg: DictConfig,
     model: nn.Module,
     device: torch.device,
+    num_classes: int,
     optimizer: Optimizer | None = None,
     scheduler: LRScheduler | None = None,
 ) -> TrainStep:
-    """The run's training step over `model`: its loss, its autocast setting (`trainer.amp` on `device`) and its
-    weight averaging.
+    """The run's training step over `model`: its loss, its autocast setting (`trainer.amp` on `device`), its weight
+    averaging, gradient clipping, accumulation and batch mixing.
 
     Without `optimizer`, a fresh configured one (what the probe and bench want: the run's state stays untouched).
     """
+    trainer = cfg.trainer
     return TrainStep(
         model,
         optimizer or configured_optimizer(cfg, model),
         configured_loss(cfg),
         device=device,
-        amp_dtype=autocast_dtype(device, cfg.trainer.amp),
+        amp_dtype=autocast_dtype(device, trainer.amp),
         scheduler=scheduler,
         averaging=configured_averaging(cfg, model),
+        clip_grad_norm=trainer.get("gradient_clip_val"),
+        accumulate=int(trainer.get("accumulate_grad_batches", 1)),
+        mix=configured_mix(cfg, num_classes),
     )

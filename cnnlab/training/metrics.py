@@ -16,6 +16,9 @@ from cnnlab.config.choices import tta_level
 from cnnlab.data.augment import translate
 from cnnlab.device import autocast
 
+# The per-class lists of a classification report, in the order tables show them
+PER_CLASS = ("per_class_acc", "per_class_precision", "per_class_f1")
+
 
 def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Counts as [true][predicted] (int64)."""
@@ -33,13 +36,17 @@ def precision_recall_f1(confusion: torch.Tensor) -> dict[str, list[float]]:
 
 
 def classification_report(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, Any]:
-    """Plain numbers and lists (JSON- and checkpoint-friendly): acc, loss, per_class_acc, confusion[true][pred]."""
+    """Plain numbers and lists (JSON- and checkpoint-friendly): acc, loss, per-class accuracy (recall), precision
+    and F1, confusion[true][pred]."""
     preds = logits.argmax(1)
     confusion = confusion_matrix(preds, labels, num_classes)
+    scores = precision_recall_f1(confusion)
     return {
         "acc": (preds == labels).double().mean().item(),
         "loss": nn.functional.cross_entropy(logits.float(), labels).item(),
-        "per_class_acc": precision_recall_f1(confusion)["recall"],  # a class's accuracy is its recall
+        "per_class_acc": scores["recall"],  # a class's accuracy is its recall
+        "per_class_precision": scores["precision"],
+        "per_class_f1": scores["f1"],
         "confusion": confusion.tolist(),
         "count": int(labels.numel()),
     }

@@ -19,19 +19,26 @@ from omegaconf import DictConfig, OmegaConf
 from cnnlab.checkpoints.store import CheckpointStore, load_checkpoint
 from cnnlab.config.choices import tta_level
 from cnnlab.config.duration import parse_duration
-from cnnlab.data.build import DataBundle, build_data
+from cnnlab.data.build import DataBundle, build_data, overfit_subset
 from cnnlab.data.loader import BatchLoader
-from cnnlab.device import flush_denormals, resolve_device
+from cnnlab.device import flush_denormals, resolve_device, set_deterministic
 from cnnlab.errors import UserError
 from cnnlab.models.stats import count_macs, count_parameters, measure_latency_ms
 from cnnlab.run_folder import BEST_CHECKPOINT, RunStatus, checkpoints_dir
+from cnnlab.tracking.loggers import RunContext, build_loggers, current_sweep
 from cnnlab.tracking.metrics_file import MetricsFileSink
 from cnnlab.tracking.plot_files import PlotFilesSink
-from cnnlab.tracking.tensorboard import TensorBoardSink
 from cnnlab.tracking.terminal import TerminalSink
 from cnnlab.tracking.tracker import Tracker
 from cnnlab.training.budget import StepBudget, probe_plan
-from cnnlab.training.components import build_model, configured_finetune, configured_optimizer, configured_step
+from cnnlab.training.components import (
+    build_model,
+    configured_finetune,
+    configured_optimizer,
+    configured_step,
+    step_batch_size,
+)
+from cnnlab.training.diagnosis import diagnose
 from cnnlab.training.finetune import init_from
 from cnnlab.training.metrics import classification_report
 from cnnlab.training.resume import Resume
@@ -94,6 +101,8 @@ class PreparedRun:
     data: DataBundle
     epochs: int
     info: dict[str, Any]
+    history: list[dict[str, Any]]  # every epoch's metrics so far (a resumed run's included), growing as it trains
+    overfit_batches: int = 0  # the overfit sanity check's batches (trainer.overfit_batches); 0: a normal run
 
 
 def train(cfg: DictConfig, run_dir: Path, prune: PruneRule | None = None) -> float:
@@ -103,7 +112,7 @@ def train(cfg: DictConfig, run_dir: Path, prune: PruneRule | None = None) -> flo
     search, sees each epoch's metrics and may stop the run early (RunStatus.PRUNED).
     """
     run = prepare_run(cfg, run_dir, prune)
-    return run_fit(run.trainer, run.tracker, run.data, run.epochs, run.info, run_dir)
+    return run_fit(run, run_dir)
 
 
 def prepare_run(cfg: DictConfig, run_dir: Path, prune: PruneRule | None = None) -> PreparedRun:
@@ -112,9 +121,16 @@ def prepare_run(cfg: DictConfig, run_dir: Path, prune: PruneRule | None = None) 
     resume = Resume.load(cfg.resume, config) if cfg.resume else None
     device = resolve_device(str(cfg.device))
     flush_denormals(device)
+    set_deterministic(bool(cfg.trainer.get("deterministic", False)))
     seed_everything(cfg.seed)
     channels_last = bool(cfg.trainer.channels_last)
-    data = build_data(cfg.dataset, cfg.batch_size, cfg.trainer.eval_batch_size, device, cfg.seed, channels_last)
+    batch = step_batch_size(cfg)
+    data = build_data(cfg.dataset, batch, cfg.trainer.eval_batch_size, device, cfg.seed, channels_last)
+    if overfit := cfg.trainer.get("overfit_batches", 0):
+        data = overfit_subset(data, overfit)
+        log.info(
+            "overfit check: training on %d images (%d batches), validating on the same", len(data.train.data), overfit
+        )
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = build_model(cfg, data.input_shape, len(data.classes))
     if resume is None and hasattr(model, "init_from_data"):  # on resume, the checkpoint holds what it computes
@@ -145,40 +161,55 @@ def prepare_run(cfg: DictConfig, run_dir: Path, prune: PruneRule | None = None) 
     if budget is not None and not hasattr(scheduler, "total_steps"):  # a schedule whose horizon cannot move
         budget = None
     history = resume.history if resume else []
+    context = RunContext(
+        run_dir,
+        config,
+        hparam_values(cfg),
+        list(history),
+        resumed=resume is not None,
+        purge_step=resume.purge_step if resume else None,
+        sweep=current_sweep(),
+    )
     tracker = Tracker(
         [
             TerminalSink(),
-            TensorBoardSink(run_dir, hparam_values(cfg), purge_step=resume.purge_step if resume else None),
-            MetricsFileSink(
+            metrics_file := MetricsFileSink(
                 run_dir, list(history), resume.started_at if resume else None, resume.epoch if resume else 0
             ),
             PlotFilesSink(run_dir, list(history)),
+            *build_loggers(cfg.get("logger"), context),
         ]
     )
-    net = torch.compile(model) if cfg.compile else model
-    trainer = Trainer(
-        configured_step(cfg, net, device, optimizer, scheduler),
-        tracker=tracker,
-        log_every=cfg.trainer.log_every,
-        histograms=cfg.trainer.histograms,
-        tta=tta_level(cfg.trainer.tta),
-        tta_every_epoch=cfg.trainer.tta_every_epoch,
-        finetune=finetune if finetune.mode != "full" else None,
-        checkpoints=CheckpointStore(checkpoints_dir(run_dir), config, {"planned_epochs": epochs, "data": data.card()}),
-        rules=StopRules(cfg.trainer.patience, cfg.trainer.divergence_factor, budget_s, prune),
-        budget=budget,
-    )
-    if resume:
-        resume.restore(trainer)
-        log.info(
-            "resuming %s at epoch %d%s",
-            run_dir,
-            trainer.epoch + 1,
-            f" step {trainer.position.step + 1}" if trainer.position.step else "",
+    try:
+        net = torch.compile(model) if cfg.compile else model
+        trainer = Trainer(
+            configured_step(cfg, net, device, len(data.classes), optimizer, scheduler),
+            tracker=tracker,
+            log_every=cfg.trainer.log_every,
+            histograms=cfg.trainer.histograms,
+            tta=tta_level(cfg.trainer.tta),
+            tta_every_epoch=cfg.trainer.tta_every_epoch,
+            finetune=finetune if finetune.mode != "full" else None,
+            checkpoints=CheckpointStore(
+                checkpoints_dir(run_dir), config, {"planned_epochs": epochs, "data": data.card()}
+            ),
+            rules=StopRules(cfg.trainer.patience, cfg.trainer.divergence_factor, budget_s, prune),
+            budget=budget,
         )
-    else:
-        log_start_images(tracker, data, model, cfg)
-    return PreparedRun(trainer, tracker, data, epochs, info)
+        if resume:
+            resume.restore(trainer)
+            log.info(
+                "resuming %s at epoch %d%s",
+                run_dir,
+                trainer.epoch + 1,
+                f" step {trainer.position.step + 1}" if trainer.position.step else "",
+            )
+        else:
+            log_start_images(tracker, data, model, cfg)
+    except BaseException:
+        tracker.close()  # loggers already started (a W&B or MLflow run) end rather than stay open
+        raise
+    return PreparedRun(trainer, tracker, data, epochs, info, metrics_file.history, overfit)
 
 
 def plan_run_length(
@@ -196,7 +227,7 @@ def plan_run_length(
         return steps * (resume.planned_epochs(cfg.epochs, time_budget=False) if resume else int(cfg.epochs)), None
     plan = probe_plan(
         model,
-        lambda probe: configured_step(cfg, probe, device),
+        lambda probe: configured_step(cfg, probe, device, len(data.classes)),
         data.train,
         data.val,
         budget_s,
@@ -242,8 +273,9 @@ def score_best_and_last(
     return classification_report(*trainer.predict(loader), num_classes), final
 
 
-def run_fit(trainer: Trainer, tracker: Tracker, data: DataBundle, epochs: int, info: dict, run_dir: Path) -> float:
-    """fit + final evaluation, with the run's status recorded whatever happens."""
+def run_fit(run: PreparedRun, run_dir: Path) -> float:
+    """fit + final evaluation, with the run's status and the diagnosis of its curves recorded whatever happens."""
+    trainer, tracker, data, epochs, info = run.trainer, run.tracker, run.data, run.epochs, run.info
     summary: dict[str, Any] = {**info, "run_dir": str(run_dir), "status": RunStatus.FAILED}
     resume_hint = f"continue with: cnnlab train resume={run_dir}"
     with tracker:
@@ -288,6 +320,9 @@ def run_fit(trainer: Trainer, tracker: Tracker, data: DataBundle, epochs: int, i
                 epochs_completed=trainer.epoch,
                 train_time_s=trainer.train_time_s,
                 time_budget_s=trainer.rules.time_budget_s,
+                diagnosis=diagnose(
+                    run.history, summary["status"], run.overfit_batches, run.trainer.train_step.mix is not None
+                ),
             )
             tracker.run_ended(summary)
     return trainer.best_val_acc or 0.0

@@ -224,6 +224,7 @@ class Trainer:
                         "acc": correct.item() / seen,
                         "lr": self.optimizer.param_groups[0]["lr"],
                         "images_per_s": (seen - resumed_seen) / max(elapsed, 1e-9),
+                        "global_step": self.global_step,  # optimizer steps since the run began: loggers' x axis
                     },
                 )
             if self.stop_requested and step < len(loader):

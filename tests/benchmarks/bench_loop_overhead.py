@@ -55,7 +55,7 @@ def bare_steps(cfg, steps: int, batches: list[tuple[torch.Tensor, torch.Tensor]]
     seed_everything(cfg.seed)
     memory_format = torch.channels_last if cfg.trainer.channels_last else torch.contiguous_format
     model = build_model(cfg, tuple(batches[0][0].shape[1:]), num_classes).to(memory_format=memory_format).train()
-    step = training_steps(configured_step(cfg, model, torch.device("cpu")), itertools.cycle(batches))
+    step = training_steps(configured_step(cfg, model, torch.device("cpu"), num_classes), itertools.cycle(batches))
     start = time.perf_counter()
     for _ in range(steps):
         step()
