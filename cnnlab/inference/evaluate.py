@@ -16,7 +16,8 @@ from cnnlab.errors import UserError
 from cnnlab.inference.local_data import with_local_data_settings
 from cnnlab.inference.trained import load_trained
 from cnnlab.tracking.terminal import print_evaluation
-from cnnlab.training.metrics import PER_CLASS, classification_report, predict
+from cnnlab.tracking.tracker import PER_CLASS
+from cnnlab.training.metrics import classification_report, predict
 
 log = logging.getLogger("cnnlab")
 

@@ -104,9 +104,14 @@ def _short(value: str) -> str:
     return f"{number:.4g}" if isinstance(number, float) else value
 
 
-def _cell(row: TrialRow, metric: str) -> str:
+def _cell(row: TrialRow, metric: str, exact: bool = False) -> str:
+    """An objective's value: rounded and with thousands separators for people, every digit for trials.csv."""
     value = row.value(metric)
-    return "" if value is None else (f"{value:.4f}" if abs(value) < 100 else f"{value:,.0f}")
+    if value is None:
+        return ""
+    if exact:
+        return str(int(value)) if value.is_integer() else repr(value)
+    return f"{value:.4f}" if abs(value) < 100 else f"{value:,.0f}"
 
 
 def table_rows(results: SweepResults, short: bool = True) -> tuple[list[str], list[list[str]]]:
@@ -123,7 +128,7 @@ def table_rows(results: SweepResults, short: bool = True) -> tuple[list[str], li
             str(rank),
             str(row.number),
             status,
-            *(_cell(row, m) for m in results.objectives),
+            *(_cell(row, m, exact=not short) for m in results.objectives),
             *(shown(row.params.get(k, "")) for k in results.searched),
             str(row.metrics.get("epochs_completed", "")),
             f"{row.metrics.get('train_time_s', 0.0):.1f}",

@@ -5,8 +5,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab.run_folder import RunStatus, write_metrics
-from cnnlab.tracking.tracker import Sink
-from cnnlab.training.metrics import PER_CLASS
+from cnnlab.tracking.tracker import PER_CLASS, Sink
 
 SUMMARY_KEYS = (
     "status",

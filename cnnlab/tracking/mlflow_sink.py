@@ -17,8 +17,7 @@ from filelock import FileLock
 
 from cnnlab.run_folder import RunStatus, checkpoints_dir
 from cnnlab.tracking.loggers import RunContext, SweepInfo, require_extra, resumed_record
-from cnnlab.tracking.tracker import Sink, norm_scalars
-from cnnlab.training.metrics import PER_CLASS
+from cnnlab.tracking.tracker import PER_CLASS, Sink, norm_scalars
 
 ID_FILE = "mlflow_run_id"  # in the run folder
 PARENT_ID_FILE = "mlflow_parent_run_id"  # in the sweep folder

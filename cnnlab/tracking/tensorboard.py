@@ -14,8 +14,7 @@ from torch.utils.tensorboard.summary import hparams
 
 from cnnlab.run_folder import RunStatus
 from cnnlab.tracking.loggers import RunContext
-from cnnlab.tracking.tracker import Sink, norm_scalars
-from cnnlab.training.metrics import PER_CLASS
+from cnnlab.tracking.tracker import PER_CLASS, Sink, norm_scalars
 
 log = logging.getLogger("cnnlab")
 

@@ -13,8 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cnnlab.run_folder import RunStatus
-from cnnlab.tracking.tracker import Sink
-from cnnlab.training.metrics import PER_CLASS
+from cnnlab.tracking.tracker import PER_CLASS, Sink
 
 log = logging.getLogger("cnnlab")
 

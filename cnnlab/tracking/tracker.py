@@ -5,6 +5,9 @@ from typing import Any
 
 import torch
 
+# The per-class lists of a classification report (accuracy is the class's recall), in the order tables show them
+PER_CLASS = ("per_class_acc", "per_class_precision", "per_class_f1")
+
 
 def norm_scalars(weights: dict[str, torch.Tensor], grad_norms: dict[str, torch.Tensor]) -> dict[str, float]:
     """Per layer: the weight norm (`weight_norm/<layer>`) and, where gradients were seen, the epoch's mean gradient

@@ -13,8 +13,7 @@ import torch
 
 from cnnlab.run_folder import BEST_CHECKPOINT, RunStatus, checkpoints_dir
 from cnnlab.tracking.loggers import RunContext, require_extra, resumed_record
-from cnnlab.tracking.tracker import Sink, norm_scalars
-from cnnlab.training.metrics import PER_CLASS
+from cnnlab.tracking.tracker import PER_CLASS, Sink, norm_scalars
 
 ID_FILE = "wandb_run.json"  # in the run folder: the W&B run's id, name and group
 HISTOGRAM_BINS = 64

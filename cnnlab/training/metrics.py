@@ -16,9 +16,6 @@ from cnnlab.config.choices import tta_level
 from cnnlab.data.augment import translate
 from cnnlab.device import autocast
 
-# The per-class lists of a classification report, in the order tables show them
-PER_CLASS = ("per_class_acc", "per_class_precision", "per_class_f1")
-
 
 def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Counts as [true][predicted] (int64)."""
