@@ -75,10 +75,11 @@ def save_lr_find(lrs: list[float], losses: list[float], smoothed: list[float], s
     axes.plot(lrs, losses, color="lightgrey", linewidth=0.8, label="loss per step")
     axes.plot(lrs, smoothed, label="smoothed loss")
     axes.axvline(suggestion, color="tab:red", linestyle="--", label=f"suggested lr {suggestion:.2g}")
-    top = min(max(smoothed), 2 * smoothed[0]) if smoothed else None  # the blow-up at the end would flatten the rest
     axes.set(xscale="log", xlabel="learning rate", ylabel="training loss", title="learning-rate range test")
-    if top is not None:
-        axes.set_ylim(top=top * 1.05)
+    if smoothed:  # cut the blow-up at the end, which would flatten the rest of the curve
+        top, bottom = min(max(smoothed), 2 * smoothed[0]), min(min(smoothed), min(losses))
+        margin = 0.05 * max(top - bottom, 1e-6)
+        axes.set_ylim(bottom - margin, top + margin)
     axes.grid(alpha=0.3)
     axes.legend()
     save_figure(figure, path)
