@@ -27,15 +27,13 @@ def test_range_test_rises_exponentially_and_stops_when_the_loss_blows_up() -> No
     assert len(test.lrs) < 100  # stopped early: at lr 1e4 the loss explodes
     assert test.smoothed[-1] > 4 * min(test.smoothed)
     assert optimizer.param_groups[1]["lr"] == 2 * optimizer.param_groups[0]["lr"]  # group factors kept
-    assert test.suggestion == test.min_loss_lr / 10 and test.search_range == (
-        test.min_loss_lr / 100,
-        test.min_loss_lr / 3,
-    )
+    low = test.min_loss_lr
+    assert test.suggestion == low / 3 and test.search_range == (low / 30, low)
 
 
-def test_suggestion_is_the_minimum_over_ten() -> None:
+def test_suggestion_is_the_minimum_over_three() -> None:
     test = RangeTest(lrs=[1e-3, 1e-2, 1e-1, 1.0], losses=[2.3, 2.0, 1.0, 5.0], smoothed=[2.3, 2.1, 1.5, 3.0])
-    assert test.min_loss_lr == 1e-1 and math.isclose(test.suggestion, 1e-2)
+    assert test.min_loss_lr == 1e-1 and math.isclose(test.suggestion, 1e-1 / 3)
 
 
 def test_lr_find_suggests_a_learning_rate_that_trains(run_cnnlab, tmp_path: Path) -> None:

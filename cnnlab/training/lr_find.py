@@ -3,8 +3,9 @@ steps with the learning rate rising exponentially, and read a good learning rate
 
 The loss is smoothed with a bias-corrected exponential average (single batches are noisy), and the test stops
 once the smoothed loss exceeds `diverge_factor` x its minimum. The suggestion is the learning rate at the minimum
-of the smoothed loss divided by 10, the classic rule: at the minimum itself the loss is about to blow up. The
-range for a search spans from 100x below that minimum to 3x below it.
+of the smoothed loss divided by 3: a margin below the point where the loss starts to blow up. (The classic
+divide-by-10 rule suggested a rate 10x too low in tests/benchmarks/bench_lr_find.py on CIFAR-10.) The range for a
+search spans from 30x below that minimum to the minimum itself.
 """
 
 import logging
@@ -28,8 +29,8 @@ from cnnlab.training.step import TrainStep
 
 log = logging.getLogger("cnnlab")
 
-SUGGESTION_BELOW_MIN = 10  # the suggestion: the lr of the smoothed loss's minimum / this
-RANGE_BELOW_MIN = (100, 3)  # a search's range: from the minimum's lr / 100 to / 3
+SUGGESTION_BELOW_MIN = 3  # the suggestion: the lr of the smoothed loss's minimum / this
+RANGE_BELOW_MIN = (30, 1)  # a search's range: from the minimum's lr / 30 to the minimum's lr
 MIN_STEPS_BEFORE_STOP = 10  # the divergence test waits this many steps (the first smoothed values are rough)
 
 
