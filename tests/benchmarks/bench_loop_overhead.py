@@ -34,10 +34,10 @@ def loop_epoch(cfg, work: Path) -> tuple[float, int]:
     trainer, validate = run.trainer, run.trainer.evaluate
     validation_s = 0.0
 
-    def timed_validate(loader):
+    def timed_validate(loader, tta=None):
         nonlocal validation_s
         start = time.perf_counter()
-        result = validate(loader)
+        result = validate(loader, tta)
         validation_s += time.perf_counter() - start
         return result
 
