@@ -11,7 +11,8 @@ from importlib.resources import files
 
 from cnnlab.cli_errors import describe
 from cnnlab.cli_overrides import with_saved_overrides
-from cnnlab.errors import UserErrorExit
+from cnnlab.errors import UserError, UserErrorExit
+from cnnlab.training.placement import Placement
 
 TASKS = {
     "train": ("cnnlab.tasks.train", "train a model (default task); add -m to sweep"),
@@ -142,6 +143,28 @@ def shell_completion(args: list[str]) -> str | None:
     return "train"
 
 
+def follow_torchrun_leader(placement: Placement, task: str, args: list[str]) -> None:
+    """Under torchrun: rank 0 goes on to compose and run the training run; every other rank takes its part from
+    rank 0 (cnnlab.training.launch) and exits here."""
+    if task != "train" or any(arg in ("-m", "--multirun") for arg in args):
+        print(
+            "cnnlab: error: under torchrun cnnlab runs one training run (torchrun ... -m cnnlab train <overrides>); "
+            "run sweeps with cnnlab -m, each trial may itself use trainer.devices",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    if placement.rank == 0:
+        return
+    from cnnlab.training.launch import follow_torchrun
+
+    try:
+        code = follow_torchrun(placement)
+    except UserError as e:
+        print(f"cnnlab: error: {e}", file=sys.stderr)
+        code = getattr(e, "exit_code", 2)
+    sys.exit(code)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("HYDRA_FULL_ERROR") == "1"
@@ -168,6 +191,8 @@ def main(argv: list[str] | None = None) -> None:
     if task != "report" and (problem := argument_problem(args)):
         print(f"cnnlab: error: {problem}", file=sys.stderr)
         sys.exit(2)
+    if (placement := Placement.from_environment()) is not None:
+        follow_torchrun_leader(placement, task, args)
     module = importlib.import_module(TASKS[task][0])
     expose_sweeper_plugin()
     # Hydra then re-raises instead of printing its own multi-line report; we print one line below.

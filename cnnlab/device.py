@@ -8,12 +8,16 @@ import torch
 from cnnlab.errors import UserError
 
 
-def resolve_device(name: str) -> torch.device:
-    """`device`: auto (CUDA, else Apple's MPS, else the CPU), cpu, cuda, cuda:N or mps; a missing one is a UserError."""
+def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
+    """`device`: auto (CUDA, else Apple's MPS, else the CPU), cpu, cuda, cuda:N or mps; a missing one is a UserError.
+
+    A process of a data-parallel run (`local_rank`: its index on its machine) trains on CUDA device `local_rank`
+    when the run trains on CUDA, and on the CPU otherwise.
+    """
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    if local_rank is not None and name.split(":")[0] == "cuda":
+        name = f"cuda:{local_rank}"
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():

@@ -56,6 +56,18 @@ CASES = {
     "bench time box zero": Case(("bench", "bench.seconds=0"), "bench.seconds=0 is invalid", "bench.seconds=3"),
     "bench time box endless": Case(("bench", "bench.seconds=inf"), "bench.seconds=inf is invalid", "(0, 600]"),
     "bad time budget": Case(("train", "trainer.time_budget=soon"), "trainer.time_budget='soon' is invalid", "10m"),
+    # data-parallel training
+    "devices zero": Case(("train", "trainer.devices=0"), "trainer.devices=0 is invalid", "trainer.devices=2"),
+    "batch not divisible among processes": Case(
+        ("train", "trainer.devices=3", "batch_size=256", "device=cpu"), "split evenly among trainer.devices=3", "255"
+    ),
+    "one GPU for several processes": Case(
+        ("train", "trainer.devices=2", "device=cuda:1"), "device=cuda:1 names one device", "use device=cuda"
+    ),
+    "sync batchnorm on cpu": Case(
+        ("train", "trainer.devices=2", "device=cpu", "trainer.sync_batchnorm=true"), "needs CUDA devices", "drop it"
+    ),
+    "bad collective timeout": Case(("train", "trainer.dist_timeout=never"), "trainer.dist_timeout='never'", "10m"),
     "schedule fraction": Case(
         ("train", "scheduler.warmup_fraction=2"),
         "scheduler.warmup_fraction=2 is invalid",

@@ -29,6 +29,7 @@ from cnnlab.run_folder import (
     find_checkpoint,
     run_dir_of,
 )
+from cnnlab.training.placement import Placement
 
 FINETUNE_MODES = ("full", "head", "gradual")  # how cnnlab.training.finetune.Finetune trains a backbone
 AVERAGING_MODES = ("none", "ema", "lookahead")  # trainer.weight_averaging (cnnlab.training.averaging)
@@ -46,6 +47,7 @@ SWITCHES = (
     "dataset.source.download",
     "optimizer.nesterov",
     "model.bn_frozen_scale",
+    "trainer.sync_batchnorm",
     "trainer.no_decay_norm_bias",
     "trainer.tta_every_epoch",
     "trainer.histograms",
@@ -247,6 +249,36 @@ def _check_knobs(cfg: DictConfig) -> None:
     _require(_is_number(prob) and 0 <= prob <= 1, "trainer.mix_prob", prob, rule, "trainer.mix_prob=0.5")
 
 
+def _check_parallel(cfg: DictConfig) -> None:
+    """Data-parallel training on trainer.devices processes (or torchrun's): what must divide among them."""
+    trainer = cfg.trainer
+    _whole(cfg, "trainer.devices", 1, "2")
+    parse_duration(trainer.get("dist_timeout", "10m"), "trainer.dist_timeout")
+    placement = Placement.from_environment()
+    processes = placement.world_size if placement is not None else int(trainer.get("devices", 1))
+    if processes == 1:
+        return
+    how = f"torchrun's {processes} processes" if placement is not None else f"trainer.devices={processes}"
+    device = str(cfg.device)
+    if re.fullmatch(r"cuda:\d+|mps", device):
+        raise UserError(
+            f"device={device} names one device, but {how} train on several: use device=cuda (process k takes "
+            "GPU k; choose which with CUDA_VISIBLE_DEVICES) or device=cpu"
+        )
+    if trainer.get("overfit_batches", 0):
+        raise UserError(f"trainer.overfit_batches is a one-process sanity check: drop {how}")
+    if trainer.get("sync_batchnorm", False) and device == "cpu":
+        raise UserError("trainer.sync_batchnorm needs CUDA devices (torch has no CPU kernel for it): drop it on CPUs")
+    batch = int(cfg.batch_size) * int(trainer.get("accumulate_grad_batches", 1))
+    _require(
+        batch % processes == 0,
+        "batch_size",
+        cfg.batch_size,
+        f"it is the global batch, split evenly among {how}: give a multiple of {processes}",
+        f"batch_size={max(processes, batch - batch % processes)}",
+    )
+
+
 # The package each optional logger needs, checked before any data is read
 LOGGER_PACKAGES = {"wandb": "wandb", "mlflow": "mlflow"}
 
@@ -383,6 +415,7 @@ def validate_train_config(cfg: DictConfig) -> None:
     )
     _check_trainer(cfg)
     _check_knobs(cfg)
+    _check_parallel(cfg)
     _check_loggers(cfg)
     _check_averaging(cfg)
     _check_muon(cfg)

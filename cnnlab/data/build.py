@@ -121,20 +121,51 @@ def fits_on(device: torch.device, data: ImageSet) -> bool:
     return False
 
 
+@dataclass(frozen=True)
+class Shard:
+    """Which part of the data a process of a data-parallel run holds: shard `rank` of `count` (1: all of it)."""
+
+    rank: int = 0
+    count: int = 1
+
+
 def build_data(
-    cfg: DictConfig, batch_size: int, eval_batch_size: int, device: torch.device, seed: int, channels_last: bool
+    cfg: DictConfig,
+    batch_size: int,
+    eval_batch_size: int,
+    device: torch.device,
+    seed: int,
+    channels_last: bool,
+    shard: Shard = Shard(),
 ) -> DataBundle:
+    """Loaders over the configured data. Under data parallelism (`shard.count` > 1) each process holds and augments
+    its own shard of every split and takes `batch_size / count` training images per step; the statistics are the
+    whole training split's, so every process normalises alike."""
     source: SourceData = instantiate(cfg.source)
     if cfg.get("classes") is not None:
         source = source.keep_classes(chosen_classes(cfg.classes, source.classes))
     check_learnable(source, cfg)
-    pool = source.train.to(device, images_too=fits_on(device, source.train))  # moved once, then split without copies
-    train, val = split_holdout(pool, cfg.val_size, cfg.split_seed)
-    mean, std = input_statistics(cfg.get("normalization", "data"), train)
+    if shard.count == 1:
+        pool = source.train.to(device, images_too=fits_on(device, source.train))  # moved once, split without copies
+        train, val = split_holdout(pool, cfg.val_size, cfg.split_seed)
+        mean, std = input_statistics(cfg.get("normalization", "data"), train)
+        test = source.test
+    else:
+        if batch_size % shard.count:
+            raise UserError(
+                f"batch_size={batch_size} does not divide among {shard.count} processes: batch_size is the global "
+                f"batch, so give a multiple of {shard.count}"
+            )
+        batch_size //= shard.count
+        train, val = split_holdout(source.train, cfg.val_size, cfg.split_seed)
+        mean, std = input_statistics(cfg.get("normalization", "data"), train)
+        train, val = (part.shard(shard.rank, shard.count, equal=part is train) for part in (train, val))
+        train, val = (part.to(device, images_too=fits_on(device, part)) for part in (train, val))
+        test = source.test.shard(shard.rank, shard.count) if source.test is not None else None
     input_size = cfg.get("input_size")
     common = {"mean": mean, "std": std, "channels_last": channels_last, "input_size": input_size}
     augment = BatchAugment(**cfg.augment)
-    test = source.test.to(device, images_too=fits_on(device, source.test)) if source.test is not None else None
+    test = test.to(device, images_too=fits_on(device, test)) if test is not None else None
     return DataBundle(
         train=BatchLoader(train, batch_size, shuffle=True, drop_last=True, augment=augment, seed=seed, **common),
         val=BatchLoader(val, eval_batch_size, shuffle=False, drop_last=False, **common),

@@ -46,6 +46,16 @@ class ImageSet:
             self.mapped,
         )
 
+    def shard(self, rank: int, count: int, equal: bool = False) -> "ImageSet":
+        """Every `count`-th image from position `rank` on: one of `count` disjoint shards that together hold every
+        image. `equal` cuts each shard to the smallest one's size, so that every rank takes as many steps. In-memory
+        images are copied out, so a rank keeps only its own shard once the whole set is released."""
+        positions = torch.arange(rank, len(self), count)
+        part = self.subset(positions[: len(self) // count] if equal else positions)
+        if self.mapped:
+            return part
+        return ImageSet(part.gather(torch.arange(len(part))), part.labels.clone())
+
     def to(self, device: torch.device, images_too: bool = True) -> "ImageSet":
         """Labels onto `device`, and the images too unless they are mapped or `images_too` is False (each batch
         is then copied to the device on its own)."""

@@ -22,13 +22,21 @@ def train_task(cfg: DictConfig, run_dir: Path) -> float:
     import torch
 
     from cnnlab.sweeps.trial import launcher_threads, pruning_rule
+    from cnnlab.training.launch import launch_ranks, lead_torchrun
+    from cnnlab.training.placement import Placement
     from cnnlab.training.run import train
     from cnnlab.training.trainer import RunDiverged
 
-    if threads := launcher_threads():
+    threads = launcher_threads()
+    if threads:
         torch.set_num_threads(min(threads, torch.get_num_threads()))  # a lower OMP_NUM_THREADS still wins
+    placement = Placement.from_environment()  # torchrun's rank 0 (its other ranks never compose: cnnlab.cli)
     try:
         with exclusive(run_dir, RUN_LOCK, busy_run(run_dir)):
+            if placement is not None:
+                return lead_torchrun(cfg, run_dir, placement, threads)
+            if cfg.trainer.devices > 1:
+                return launch_ranks(cfg, run_dir, int(cfg.trainer.devices), threads)
             return train(cfg, run_dir, prune=pruning_rule(cfg))
     except RunDiverged as e:
         if HydraConfig.get().mode != RunMode.MULTIRUN:

@@ -68,6 +68,10 @@ class MetricsFileSink(Sink):
             macs=info["macs"],
             device=info["device"],
             threads=info["threads"],
+            processes=info.get("processes", 1),
+            train_size=info["train_size"],
+            val_size=info["val_size"],
+            test_size=info["test_size"],
         )
         self.metrics.setdefault("started_at", time.time())  # a resumed run keeps its first start
         self._write()

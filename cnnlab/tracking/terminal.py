@@ -37,7 +37,7 @@ class TerminalSink(Sink):
             info["train_size"],
             info["val_size"],
             info["test_size"] if info["test_size"] is not None else "no",
-            info["device"],
+            info["device"] if info.get("processes", 1) == 1 else f"{info['device']} x {info['processes']} processes",
             info["threads"],
         )
 

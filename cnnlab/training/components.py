@@ -13,7 +13,7 @@ from cnnlab.training.averaging import WeightAverage
 from cnnlab.training.finetune import Finetune, head_module
 from cnnlab.training.muon import MuonWithSGD, hidden_matrices, with_muon_groups
 from cnnlab.training.optim import BiasLR, build_optimizer, parameter_groups
-from cnnlab.training.step import BatchMix, TrainStep
+from cnnlab.training.step import BatchMix, TrainStep, unwrapped
 
 
 def build_model(cfg: DictConfig, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
@@ -40,12 +40,12 @@ def configured_optimizer(cfg: DictConfig, model: nn.Module) -> Optimizer:
 
 
 def configured_averaging(cfg: DictConfig, model: nn.Module) -> WeightAverage | None:
-    """`trainer.weight_averaging` over `model` (unwrapped from torch.compile), or None when it is `none`.
+    """`trainer.weight_averaging` over `model` (unwrapped from torch.compile and DDP), or None when it is `none`.
 
     lookahead is an average of the parameters with decay 1 - alpha, every k steps, that the training weights
     are reset to (Lookahead's slow weights).
     """
-    trainer, plain = cfg.trainer, getattr(model, "_orig_mod", model)
+    trainer, plain = cfg.trainer, unwrapped(model)
     mode = trainer.get("weight_averaging", "none")
     if mode == "ema":
         return WeightAverage(plain, trainer.ema_decay, trainer.ema_every, warmup=True)

@@ -32,21 +32,35 @@ def precision_recall_f1(confusion: torch.Tensor) -> dict[str, list[float]]:
     return {"precision": precision.tolist(), "recall": recall.tolist(), "f1": f1.tolist()}
 
 
-def classification_report(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, Any]:
+def report_counts(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """What a classification report is computed from, as one float64 vector that adds up over the shards of a
+    split (a data-parallel run sums it across processes): the confusion matrix, then the summed cross-entropy."""
+    confusion = confusion_matrix(logits.argmax(1), labels, num_classes).double().flatten()
+    loss = nn.functional.cross_entropy(logits.float(), labels, reduction="sum").double().reshape(1)
+    return torch.cat([confusion, loss])
+
+
+def report_from_counts(counts: torch.Tensor, num_classes: int) -> dict[str, Any]:
     """Plain numbers and lists (JSON- and checkpoint-friendly): acc, loss, per-class accuracy (recall), precision
-    and F1, confusion[true][pred]."""
-    preds = logits.argmax(1)
-    confusion = confusion_matrix(preds, labels, num_classes)
+    and F1, confusion[true][pred], from `report_counts` (summed over shards)."""
+    counts = counts.double().cpu()
+    confusion = counts[:-1].round().long().reshape(num_classes, num_classes)
+    count = int(confusion.sum())
     scores = precision_recall_f1(confusion)
     return {
-        "acc": (preds == labels).double().mean().item(),
-        "loss": nn.functional.cross_entropy(logits.float(), labels).item(),
+        "acc": confusion.diagonal().sum().item() / max(count, 1),
+        "loss": counts[-1].item() / max(count, 1),
         "per_class_acc": scores["recall"],  # a class's accuracy is its recall
         "per_class_precision": scores["precision"],
         "per_class_f1": scores["f1"],
         "confusion": confusion.tolist(),
-        "count": int(labels.numel()),
+        "count": count,
     }
+
+
+def classification_report(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, Any]:
+    """The report of one process's predictions (see report_from_counts)."""
+    return report_from_counts(report_counts(logits, labels, num_classes), num_classes)
 
 
 @dataclass(frozen=True)

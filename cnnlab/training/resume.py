@@ -16,10 +16,13 @@ from cnnlab.config.choices import tta_level
 from cnnlab.errors import UserError
 from cnnlab.run_folder import find_checkpoint, read_metrics, run_dir_of
 
-# Keys that may differ on resume: where the run executes, where data lives, how it is shown - and
+# Keys that may differ on resume: where the run executes (and on how many processes), where data lives, how it is
+# shown - and
 # `epochs`, which may be raised to train longer (the schedule is stretched to the new length).
 MAY_CHANGE = (
     "epochs",
+    "trainer.devices",
+    "trainer.dist_timeout",
     "resume",
     "device",
     "compile",
@@ -52,6 +55,7 @@ ADDED_LATER = {
     "dataset.classes": None,
     "dataset.augment.flip_mode": "random",
     "dataset.augment.pad_mode": "zeros",
+    "trainer.sync_batchnorm": False,
 }
 # Keys whose older spellings mean the same setting: compared in the one spelling these functions return
 SPELLINGS = {"trainer.tta": tta_level}  # true/false were flip/none before TTA had levels
@@ -131,6 +135,9 @@ class Resume:
         return planned if time_budget else max(int(requested), planned)
 
     def restore(self, trainer: Any) -> None:
-        """Put the trainer (model, optimizer, schedule, position) and every global RNG where the checkpoint was."""
+        """Put the trainer (model, optimizer, schedule, position) and every global RNG where the checkpoint was; on a
+        data-parallel run, each rank's own RNG states (when it ran on as many processes)."""
         trainer.load_state_dict(self.checkpoint)
-        restore_rng_states(self.checkpoint["rng"])
+        per_rank = self.checkpoint.get("rank_states") or []
+        ranks = trainer.ranks
+        restore_rng_states(per_rank[ranks.rank]["rng"] if len(per_rank) == ranks.world_size else self.checkpoint["rng"])

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from cnnlab.checkpoints.store import CheckpointStore, load_checkpoint
 from cnnlab.config.choices import tta_level
 from cnnlab.config.duration import parse_duration
-from cnnlab.data.build import DataBundle, build_data, overfit_subset
+from cnnlab.data.build import DataBundle, Shard, build_data, overfit_subset
 from cnnlab.data.loader import BatchLoader
 from cnnlab.device import flush_denormals, resolve_device, set_deterministic
 from cnnlab.errors import UserError
@@ -40,7 +40,7 @@ from cnnlab.training.components import (
 )
 from cnnlab.training.diagnosis import diagnose
 from cnnlab.training.finetune import init_from
-from cnnlab.training.metrics import classification_report
+from cnnlab.training.ranks import Ranks, rank_seed
 from cnnlab.training.resume import Resume
 from cnnlab.training.signals import graceful_stop
 from cnnlab.training.trainer import PruneRule, RunDiverged, RunInterrupted, StopRules, Trainer
@@ -59,6 +59,9 @@ HPARAM_KEYS = (
     "scheduler._target_",
     "trainer.label_smoothing",
 )
+# A data-parallel run's processes take a second Ctrl-C or SIGTERM within this many seconds as the first one repeated
+# by the launcher (torchrun forwards the signal its workers already got from the terminal)
+REPEATED_SIGNAL_S = 3.0
 # Pixels per channel of the sample a model computes data-derived weights from (a whitening stem): about 4,000
 # 32x32 images, plenty for a covariance of 2x2 patches, and 50 MB as float RGB whatever the image size
 SAMPLE_PIXELS = 2**22
@@ -92,6 +95,13 @@ def training_sample(data: DataBundle, pixels: int = SAMPLE_PIXELS) -> torch.Tens
     return data.train.normalize(data.train.data.gather(torch.arange(count)).to(data.train.device))
 
 
+def split_sizes(data: DataBundle, ranks: Ranks) -> dict[str, int | None]:
+    """Images per split, over all the processes' shards."""
+    test = len(data.test.data) if data.test is not None else 0
+    sizes = ranks.sum(torch.tensor([len(data.train.data), len(data.val.data), test])).tolist()
+    return {"train_size": sizes[0], "val_size": sizes[1], "test_size": sizes[2] if data.test is not None else None}
+
+
 @dataclass
 class PreparedRun:
     """A run ready to fit: what `train` builds from the config (benchmarks time its parts on their own)."""
@@ -105,27 +115,41 @@ class PreparedRun:
     overfit_batches: int = 0  # the overfit sanity check's batches (trainer.overfit_batches); 0: a normal run
 
 
-def train(cfg: DictConfig, run_dir: Path, prune: PruneRule | None = None) -> float:
+def train(cfg: DictConfig, run_dir: Path, prune: PruneRule | None = None, ranks: Ranks | None = None) -> float:
     """Train, validate every epoch, test once at the end; return the best validation accuracy.
 
     Expects a config that passed validate_train_config (the train task checks it first). `prune`, in a
-    search, sees each epoch's metrics and may stop the run early (RunStatus.PRUNED).
+    search, sees each epoch's metrics and may stop the run early (RunStatus.PRUNED). `ranks`: the processes of a
+    data-parallel run, which this one is one of (rank 0 alone writes the run folder).
     """
-    run = prepare_run(cfg, run_dir, prune)
+    run = prepare_run(cfg, run_dir, prune, ranks)
     return run_fit(run, run_dir)
 
 
-def prepare_run(cfg: DictConfig, run_dir: Path, prune: PruneRule | None = None) -> PreparedRun:
+def prepare_run(
+    cfg: DictConfig, run_dir: Path, prune: PruneRule | None = None, ranks: Ranks | None = None
+) -> PreparedRun:
     """Data, model, optimizer, schedule, sinks and trainer from the config; a resumed run's state loaded."""
+    ranks = ranks or Ranks()
     config = OmegaConf.to_container(cfg, resolve=True)
-    resume = Resume.load(cfg.resume, config) if cfg.resume else None
-    device = resolve_device(str(cfg.device))
+    # rank 0 reads the checkpoint and hands it to the others: no process but rank 0 needs the run folder's files
+    resume = ranks.lead(lambda: Resume.load(cfg.resume, config)) if cfg.resume else None
+    parallel = ranks.world_size > 1
+    device = resolve_device(str(cfg.device), ranks.local_rank if parallel else None)
     flush_denormals(device)
     set_deterministic(bool(cfg.trainer.get("deterministic", False)))
     seed_everything(cfg.seed)
     channels_last = bool(cfg.trainer.channels_last)
     batch = step_batch_size(cfg)
-    data = build_data(cfg.dataset, batch, cfg.trainer.eval_batch_size, device, cfg.seed, channels_last)
+    data = build_data(
+        cfg.dataset,
+        batch,
+        cfg.trainer.eval_batch_size,
+        device,
+        rank_seed(cfg.seed, ranks.rank),
+        channels_last,
+        Shard(ranks.rank, ranks.world_size),
+    )
     if overfit := cfg.trainer.get("overfit_batches", 0):
         data = overfit_subset(data, overfit)
         log.info(
@@ -139,21 +163,24 @@ def prepare_run(cfg: DictConfig, run_dir: Path, prune: PruneRule | None = None) 
         init_from(model, cfg.init_from)
     finetune = configured_finetune(cfg)
     finetune.apply(model, resume.epoch if resume else 0)  # the probe and the optimizer see what trains first
+    if parallel and cfg.trainer.get("sync_batchnorm", False):
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model, process_group=ranks.group)
     model = model.to(device, memory_format=memory_format)
+    if parallel:
+        seed_everything(rank_seed(cfg.seed, ranks.rank))  # the same initial weights; each rank's own dropout, mixing
     info: dict[str, Any] = {
         "model": cfg.model._target_.rsplit(".", 1)[-1],
         "params": count_parameters(model),
         "macs": count_macs(model, data.input_shape),
         "dataset": cfg.dataset.name,
-        "train_size": len(data.train.data),
-        "val_size": len(data.val.data),
-        "test_size": len(data.test.data) if data.test else None,
+        **split_sizes(data, ranks),
         "device": str(device),
         "threads": torch.get_num_threads(),
+        "processes": ranks.world_size,
     }
 
     budget_s = parse_duration(cfg.trainer.time_budget) if cfg.trainer.time_budget is not None else None
-    total_steps, budget = plan_run_length(cfg, resume, budget_s, model, data, device)
+    total_steps, budget = ranks.lead(lambda: plan_run_length(cfg, resume, budget_s, model, data, device))
     steps = len(data.train)
     epochs = -(-total_steps // steps)
     optimizer = configured_optimizer(cfg, model)
@@ -170,31 +197,30 @@ def prepare_run(cfg: DictConfig, run_dir: Path, prune: PruneRule | None = None) 
         purge_step=resume.purge_step if resume else None,
         sweep=current_sweep(),
     )
-    tracker = Tracker(
-        [
-            TerminalSink(),
-            metrics_file := MetricsFileSink(
-                run_dir, list(history), resume.started_at if resume else None, resume.epoch if resume else 0
-            ),
-            PlotFilesSink(run_dir, list(history)),
-            *build_loggers(cfg.get("logger"), context),
-        ]
+    metrics_file = MetricsFileSink(
+        run_dir, list(history), resume.started_at if resume else None, resume.epoch if resume else 0
     )
+    sinks = [TerminalSink(), metrics_file, PlotFilesSink(run_dir, list(history))]
+    tracker = Tracker([*sinks, *build_loggers(cfg.get("logger"), context)] if ranks.leader else [])
     try:
-        net = torch.compile(model) if cfg.compile else model
+        net = data_parallel(model, device, ranks) if parallel else model
+        net = torch.compile(net) if cfg.compile else net
         trainer = Trainer(
             configured_step(cfg, net, device, len(data.classes), optimizer, scheduler),
             tracker=tracker,
             log_every=cfg.trainer.log_every,
-            histograms=cfg.trainer.histograms,
+            histograms=cfg.trainer.histograms and ranks.leader,
             tta=tta_level(cfg.trainer.tta),
             tta_every_epoch=cfg.trainer.tta_every_epoch,
             finetune=finetune if finetune.mode != "full" else None,
             checkpoints=CheckpointStore(
                 checkpoints_dir(run_dir), config, {"planned_epochs": epochs, "data": data.card()}
-            ),
+            )
+            if ranks.leader
+            else None,
             rules=StopRules(cfg.trainer.patience, cfg.trainer.divergence_factor, budget_s, prune),
             budget=budget,
+            ranks=ranks,
         )
         if resume:
             resume.restore(trainer)
@@ -204,7 +230,7 @@ def prepare_run(cfg: DictConfig, run_dir: Path, prune: PruneRule | None = None) 
                 trainer.epoch + 1,
                 f" step {trainer.position.step + 1}" if trainer.position.step else "",
             )
-        else:
+        elif ranks.leader:
             log_start_images(tracker, data, model, cfg)
     except BaseException:
         tracker.close()  # loggers already started (a W&B or MLflow run) end rather than stay open
@@ -257,6 +283,15 @@ def log_start_images(tracker: Tracker, data: DataBundle, model: torch.nn.Module,
         tracker.graph(model, next(iter(data.val))[0][:2])
 
 
+def data_parallel(model: torch.nn.Module, device: torch.device, ranks: Ranks) -> torch.nn.Module:
+    """`model` wrapped so that every backward averages its gradients over the run's processes (and rank 0's
+    weights and BatchNorm statistics are everyone's to start from)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    device_ids = [device] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids, process_group=ranks.group)
+
+
 def score_best_and_last(
     trainer: Trainer, loader: BatchLoader, num_classes: int, run_dir: Path
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -265,12 +300,12 @@ def score_best_and_last(
     The model is selected on the validation split and reported on the test split; the evaluated model (the
     average, under weight averaging) is left holding the best weights.
     """
-    final = classification_report(*trainer.predict(loader), num_classes)
+    final = trainer.report(loader, num_classes)
     best = checkpoints_dir(run_dir) / BEST_CHECKPOINT
-    if trainer.best_epoch in (None, trainer.epoch) or not best.is_file():
+    if trainer.best_epoch in (None, trainer.epoch) or not trainer.ranks.share(best.is_file()):
         return final, None
-    trainer.evaluated_model.load_state_dict(load_checkpoint(best)["model"])
-    return classification_report(*trainer.predict(loader), num_classes), final
+    trainer.evaluated_model.load_state_dict(trainer.ranks.lead(lambda: load_checkpoint(best)["model"]))
+    return trainer.report(loader, num_classes), final
 
 
 def run_fit(run: PreparedRun, run_dir: Path) -> float:
@@ -281,7 +316,7 @@ def run_fit(run: PreparedRun, run_dir: Path) -> float:
     with tracker:
         tracker.run_started(info)
         try:
-            with graceful_stop(trainer):
+            with graceful_stop(trainer, REPEATED_SIGNAL_S if trainer.ranks.world_size > 1 else 0.0):
                 result = trainer.fit(data.train, data.val, epochs)
             if result.stopped_by == "pruned":  # a search stopped it: the test split is not worth the time
                 summary.update(status=RunStatus.PRUNED, stopped_by="pruned", pruned_at_epoch=result.epochs_completed)
@@ -293,7 +328,9 @@ def run_fit(run: PreparedRun, run_dir: Path) -> float:
                 status=RunStatus.COMPLETED,
                 stopped_by=result.stopped_by,
                 tested_epoch=trainer.best_epoch if last_report is not None else trainer.epoch,
-                latency_ms=measure_latency_ms(trainer.plain_model, next(iter(data.val))[0]),
+                latency_ms=(
+                    measure_latency_ms(trainer.plain_model, next(iter(data.val))[0]) if trainer.ranks.leader else None
+                ),
             )
             if split == "test":
                 summary.update(test_acc=report["acc"], test_loss=report["loss"])

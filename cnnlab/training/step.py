@@ -4,10 +4,12 @@ Each of them measuring or taking its own step let them drift apart (a probe in f
 that trains in bf16); with one class, what is timed is what is trained.
 """
 
+import contextlib
 from collections.abc import Callable
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
@@ -16,6 +18,18 @@ from cnnlab.training.averaging import WeightAverage
 
 # Mixes a batch (MixUp / CutMix): images and integer labels in, mixed images and soft targets out
 BatchMix = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def unwrapped(model: nn.Module) -> nn.Module:
+    """The model itself, out of torch.compile's and DistributedDataParallel's wrappers (each prefixes every state
+    key, so checkpoints, averaging and histograms work on what is inside)."""
+    while True:
+        if isinstance(model, DistributedDataParallel):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
 
 
 class TrainStep:
@@ -90,9 +104,13 @@ class TrainStep:
             return loss, logits
         total = labels.shape[0]
         losses, outputs = [], []
-        for part_images, part_labels in zip(images.chunk(self.accumulate), labels.chunk(self.accumulate)):
+        parts = list(zip(images.chunk(self.accumulate), labels.chunk(self.accumulate)))
+        for index, (part_images, part_labels) in enumerate(parts):
             share = part_labels.shape[0] / total
-            loss, logits = self._forward_backward(part_images, part_labels, share)
+            # data-parallel: the gradients are averaged over the processes once, after the last micro-batch
+            deferred = index < len(parts) - 1 and hasattr(self.model, "no_sync")
+            with self.model.no_sync() if deferred else contextlib.nullcontext():
+                loss, logits = self._forward_backward(part_images, part_labels, share)
             losses.append(loss.float() * share)
             outputs.append(logits)
         self.update()

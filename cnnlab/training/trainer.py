@@ -13,15 +13,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnlab.checkpoints.store import CheckpointStore
+from cnnlab.checkpoints.store import CheckpointStore, rng_states
 from cnnlab.data.loader import BatchLoader
 from cnnlab.device import synchronize
 from cnnlab.errors import UserError
 from cnnlab.tracking.tracker import Sink
 from cnnlab.training.budget import StepBudget
 from cnnlab.training.finetune import Finetune
-from cnnlab.training.metrics import predict
-from cnnlab.training.step import TrainStep
+from cnnlab.training.metrics import predict, report_counts, report_from_counts
+from cnnlab.training.ranks import Ranks
+from cnnlab.training.step import TrainStep, unwrapped
 
 WARMUP_STEPS = 5  # the first steps of an epoch, slower (allocations, caches), are left out of its step time
 REPLAN_SHARE = 0.02  # under a time budget, the plan is made again whenever this share of the budget has passed
@@ -68,6 +69,19 @@ class EpochPosition:
     generator: torch.Tensor | None = None
 
 
+@dataclass
+class Agreement:
+    """What every rank of a data-parallel run acts on at a log step: the batch loss and the epoch's running totals
+    over all ranks, whether any rank was asked to stop, and rank 0's view of the time budget and the step plan."""
+
+    loss: float
+    loss_sum: float
+    correct: int
+    seen: int
+    stop: bool
+    time_up: bool
+
+
 class Trainer:
     """Runs the training step over the epochs; reports every epoch to the tracker and the checkpoint store.
 
@@ -87,6 +101,7 @@ class Trainer:
         tta_every_epoch: bool = True,
         finetune: Finetune | None = None,
         budget: StepBudget | None = None,
+        ranks: Ranks | None = None,
     ) -> None:
         if step.scheduler is None:
             raise ValueError("the Trainer's TrainStep needs a scheduler (its state is checkpointed)")
@@ -114,12 +129,13 @@ class Trainer:
         self.tta = tta  # a level of cnnlab.config.choices.TTA_LEVELS: the views validation and test average
         self.tta_every_epoch = tta_every_epoch  # False: only the last epoch's validation (and the test) use them
         self.budget = budget  # under a time budget: the run's length in steps, re-planned as it trains
+        self.ranks = ranks or Ranks()  # a data-parallel run's processes (rank 0 decides); one process by default
         self._grad_norms: list[torch.Tensor] = []
 
     @property
     def plain_model(self) -> nn.Module:
-        """The model itself, unwrapped from torch.compile (whose wrapper prefixes every state key)."""
-        return getattr(self.model, "_orig_mod", self.model)
+        """The model itself, unwrapped from torch.compile and DistributedDataParallel."""
+        return unwrapped(self.model)
 
     @property
     def evaluated_model(self) -> nn.Module:
@@ -171,9 +187,40 @@ class Trainer:
         return budget is not None and self.train_time_s + time.perf_counter() - epoch_start >= budget
 
     def _replan(self, used_s: float, step_s: float, eval_s: float | None = None) -> None:
-        """Fit the rest of the schedule to the rest of the budget, at the pace just measured."""
+        """Fit the rest of the schedule to the rest of the budget, at the pace just measured (rank 0 plans; the
+        others follow its plan at the next agreement)."""
         assert self.budget is not None
-        self.scheduler.total_steps = self.budget.replan(used_s, self.global_step, step_s, eval_s)
+        self._follow_plan(self.budget.replan(used_s, self.global_step, step_s, eval_s))
+
+    def _follow_plan(self, total_steps: int) -> None:
+        assert self.budget is not None
+        self.budget.total_steps = self.scheduler.total_steps = int(total_steps)
+
+    def _at_log_step(self, step: int, steps: int) -> bool:
+        """Where the loop reports, checks the loss and (data-parallel) the ranks agree. These steps are the same on
+        every rank; a single process also stops at once when asked, a data-parallel run at the next of them."""
+        return step % self.log_every == 0 or step == steps or (self.ranks.world_size == 1 and self.stop_requested)
+
+    def _agree(self, loss: float, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, time_up: bool) -> Agreement:
+        """The numbers every rank acts on at a log step: one all-reduce over the ranks (nothing for one process)."""
+        if self.ranks.world_size == 1:
+            return Agreement(loss, loss_sum.item(), int(correct.item()), seen, self.stop_requested, time_up)
+        leader = float(self.ranks.leader)
+        plan = self.budget.total_steps if self.budget is not None else 0
+        values = [loss, loss_sum, correct, seen, self.stop_requested, leader * time_up, leader * plan]
+        totals = self.ranks.sum(torch.tensor([float(v) for v in values], dtype=torch.float64, device=self.device))
+        loss_total, loss_sum_total, correct_total, seen_total, stops, time_up_total, plan_total = totals.tolist()
+        if self.budget is not None:
+            self._follow_plan(round(plan_total))
+        self.stop_requested = stops > 0
+        return Agreement(
+            loss_total / self.ranks.world_size,
+            loss_sum_total,
+            round(correct_total),
+            round(seen_total),
+            stops > 0,
+            time_up_total > 0,
+        )
 
     def _planned_end(self) -> bool:
         return self.budget is not None and self.global_step >= self.budget.total_steps
@@ -189,9 +236,11 @@ class Trainer:
             self.finetune.apply(self.plain_model, self.epoch)
         loader.set_epoch(self.epoch)
         pos = self.position
-        loss_sum = torch.tensor(pos.loss_sum, device=self.device, dtype=torch.float64)
-        correct = torch.tensor(pos.correct, device=self.device, dtype=torch.long)
-        seen, resumed_seen = pos.seen, pos.seen
+        carried = pos if self.ranks.leader else EpochPosition()  # a resumed epoch's totals so far, counted once
+        loss_sum = torch.tensor(carried.loss_sum, device=self.device, dtype=torch.float64)
+        correct = torch.tensor(carried.correct, device=self.device, dtype=torch.long)
+        seen, resumed_seen = carried.seen, pos.seen
+        stopping = False
         start = time.perf_counter()
         steady_from, steady_start = None, start  # timing after the warm-up steps, for the budget's re-plans
         window_from, window_start = None, start
@@ -206,65 +255,88 @@ class Trainer:
             loss_sum += loss.double() * labels.shape[0]
             correct += (logits.argmax(1) == labels).sum()
             seen += labels.shape[0]
-            if step % self.log_every == 0 or step == len(loader) or self.stop_requested:
-                self._check_loss(loss.item(), step)  # waits for the device, so the clock below is true
-                if window_from is not None and step > window_from:
+            time_up = self.budget is None and self._out_of_time(start)
+            if self._at_log_step(step, len(loader)):
+                loss_value = loss.item()  # waits for the device, so the clock below is true
+                if self.ranks.leader and window_from is not None and step > window_from:
                     now = time.perf_counter()
                     if now - window_start >= REPLAN_SHARE * self.budget.plan.budget_s:
                         used = self.train_time_s + now - start
                         self._replan(used, (now - window_start) / (step - window_from))
                         window_from, window_start = step, now
+                agreed = self._agree(loss_value, loss_sum, correct, seen, time_up)
+                self._check_loss(agreed.loss, step)
+                stopping, time_up = agreed.stop, agreed.time_up
                 if self.histograms:
                     self._record_grad_norms()
                 elapsed = time.perf_counter() - start
                 self.tracker.step(
                     step,
                     {
-                        "loss": loss_sum.item() / seen,
-                        "acc": correct.item() / seen,
+                        "loss": agreed.loss_sum / agreed.seen,
+                        "acc": agreed.correct / agreed.seen,
                         "lr": self.optimizer.param_groups[0]["lr"],
-                        "images_per_s": (seen - resumed_seen) / max(elapsed, 1e-9),
+                        "images_per_s": (agreed.seen - resumed_seen) / max(elapsed, 1e-9),
                         "global_step": self.global_step,  # optimizer steps since the run began: loggers' x axis
                     },
                 )
-            if self.stop_requested and step < len(loader):
-                self.position = EpochPosition(
-                    step, loss_sum.item(), int(correct.item()), seen, batches.generator_state()
-                )
-                self.train_time_s += time.perf_counter() - start
-                self._save(best=False)
-                raise RunInterrupted(f"interrupted at epoch {self.epoch + 1} step {step}")
-            if self._planned_end() or (self.budget is None and self._out_of_time(start)):
+                if stopping and step < len(loader):
+                    self.position = EpochPosition(
+                        step, agreed.loss_sum, agreed.correct, agreed.seen, batches.generator_state()
+                    )
+                    self.train_time_s += time.perf_counter() - start
+                    self._save(best=False)
+                    raise RunInterrupted(f"interrupted at epoch {self.epoch + 1} step {step}")
+            elif self.ranks.world_size > 1:
+                time_up = False  # rank 0's clock decides, at the next log step
+            if self._planned_end() or time_up:
                 break
         synchronize(self.device)
         end = time.perf_counter()
         elapsed = end - start
         self.position = EpochPosition()
         steady_steps = step - (steady_from if steady_from is not None else pos.step)
+        totals = self.ranks.sum(torch.stack([loss_sum, correct.double(), torch.tensor(seen).to(loss_sum)]))
+        loss_total, correct_total, seen_total = totals.tolist()
         return {
-            "loss": loss_sum.item() / seen,
-            "acc": correct.item() / seen,
-            "images_per_s": (seen - resumed_seen) / max(elapsed, 1e-9),
+            "loss": loss_total / seen_total,
+            "acc": correct_total / seen_total,
+            "images_per_s": (seen_total - resumed_seen) / max(elapsed, 1e-9),
             "time_s": elapsed,
             "step_s": (end - steady_start) / max(1, steady_steps),
             "complete": step == len(loader) or self._planned_end(),
         }
 
     def predict(self, loader: BatchLoader, tta: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits (float32) and labels over a whole split in eval mode, averaged over the views of the TTA level
-        (the run's unless `tta` is given)."""
-        model = self.model if self.averaging is None else self.evaluated_model  # the compiled net, or the average
+        """This process's logits (float32) and labels over a split (its shard, data-parallel) in eval mode, averaged
+        over the views of the TTA level (the run's unless `tta` is given)."""
+        # the compiled net, or the average; never DistributedDataParallel, whose forwards are collectives while the
+        # ranks' shards of a split may differ by a batch
+        model = self.model if self.averaging is None and self.ranks.world_size == 1 else self.evaluated_model
         return predict(model, loader, self.train_step.amp_dtype, self.tta if tta is None else tta)
 
     def evaluate(self, loader: BatchLoader, tta: str | None = None) -> dict[str, float]:
-        """Loss and accuracy over a whole split (validate and test both use this)."""
+        """Loss and accuracy over a whole split (validate and test both use this), summed over the ranks' shards."""
         logits, labels = self.predict(loader, tta)
-        loss = nn.functional.cross_entropy(logits, labels).item()
-        return {"loss": loss, "acc": (logits.argmax(1) == labels).double().mean().item()}
+        loss_sum = nn.functional.cross_entropy(logits, labels, reduction="sum").double()
+        hits = (logits.argmax(1) == labels).sum().double()
+        totals = self.ranks.sum(torch.stack([loss_sum, hits, torch.tensor(labels.numel()).to(loss_sum)]))
+        loss_total, hits_total, count = totals.tolist()
+        return {"loss": loss_total / count, "acc": hits_total / count}
+
+    def report(self, loader: BatchLoader, num_classes: int) -> dict[str, Any]:
+        """The classification report of a whole split (per-class scores, confusion), summed over the ranks' shards."""
+        return report_from_counts(self.ranks.sum(report_counts(*self.predict(loader), num_classes)), num_classes)
 
     def _save(self, best: bool) -> None:
+        """Checkpoint; on a data-parallel run every rank takes part (rank 0 writes what they all hold) and waits until
+        the file is written, so no rank reads best.pt or leaves before it is there."""
+        if self.checkpoints is None and self.ranks.world_size == 1:
+            return
+        state = self.state_dict()
         if self.checkpoints is not None:
-            self.checkpoints.save(self.state_dict(), best=best)
+            self.checkpoints.save(state, best=best)
+        self.ranks.barrier()
 
     def fit(self, train: BatchLoader, val: BatchLoader, epochs: int) -> FitResult:
         """Train until `epochs` are done or a stop rule fires; checkpoint after every epoch."""
@@ -285,7 +357,9 @@ class Trainer:
             epoch_time = time.perf_counter() - epoch_start
             self.train_time_s += epoch_time
             if self.budget is not None and not self._planned_end():
-                self._replan(self.train_time_s, stats["step_s"], eval_s)
+                if self.ranks.leader:
+                    self._replan(self.train_time_s, stats["step_s"], eval_s)
+                self._follow_plan(self.ranks.share(self.budget.total_steps))
             improved = self.best_val_acc is None or val_stats["acc"] > self.best_val_acc
             if improved:
                 self.best_val_acc, self.best_epoch = val_stats["acc"], self.epoch
@@ -305,8 +379,7 @@ class Trainer:
             if (
                 stopped_by is None
                 and self.epoch < epochs
-                and self.rules.prune is not None
-                and self.rules.prune(self.epoch, metrics)
+                and self.ranks.share(self.rules.prune is not None and self.rules.prune(self.epoch, metrics))
             ):
                 stopped_by = "pruned"
             if stopped_by is None and self.rules.patience is not None and self.epochs_since_best >= self.rules.patience:
@@ -315,14 +388,19 @@ class Trainer:
                 stopped_by is None
                 and self.budget is None  # a step plan ends the run itself, after the schedule has annealed
                 and self.rules.time_budget_s is not None
-                and self.train_time_s >= self.rules.time_budget_s
+                and self.ranks.share(self.train_time_s >= self.rules.time_budget_s)
             ):
                 stopped_by = "time_budget"
         return FitResult(self.best_val_acc or 0.0, self.epoch, self.train_time_s, stopped_by)
 
     def state_dict(self) -> dict[str, Any]:
+        """Everything resuming needs; on a data-parallel run, a collective: each rank's random state is in it too."""
         pos = self.position
+        per_rank = {}
+        if self.ranks.world_size > 1:
+            per_rank = {"rank_states": self.ranks.gather({"rng": rng_states(), "generator": pos.generator})}
         return {
+            **per_rank,
             "model": self.evaluated_model.state_dict(),
             **self._averaging_state(),
             "optimizer": self.optimizer.state_dict(),
@@ -371,4 +449,10 @@ class Trainer:
         self.best_epoch = state.get("best_epoch")  # absent from checkpoints written before it was recorded
         if self.budget is not None and state.get("total_steps"):
             self.budget.total_steps = state["total_steps"]
-        self.position = EpochPosition(**state["position"])
+        position = EpochPosition(**state["position"])
+        saved_ranks = state.get("rank_states") or [{"generator": position.generator}]
+        if len(saved_ranks) == self.ranks.world_size:
+            position.generator = saved_ranks[self.ranks.rank]["generator"]
+        else:  # resumed on another number of processes: the shards differ, the epoch's rest draws a new order
+            position.generator = None
+        self.position = position
