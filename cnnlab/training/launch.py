@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cnnlab.config.duration import parse_duration
 from cnnlab.device import resolve_device
@@ -41,7 +41,7 @@ class RankJob:
 
     config: DictConfig
     run_dir: str
-    hydra: DictConfig | None  # the composing process's Hydra config (logging, sweep and trial), set again in each rank
+    hydra: DictConfig | None  # the config with Hydra's node, resolved (logging, sweep, trial), set again in each rank
     threads: int | None  # CPU threads for all the processes on one machine (None: every core); each takes its share
 
 
@@ -57,7 +57,13 @@ def rank_job(cfg: DictConfig, run_dir: Path, threads: int | None) -> RankJob:
     """The job description, taking Hydra's runtime config along when there is one (sweeps and logging need it)."""
     from hydra.core.hydra_config import HydraConfig
 
-    hydra = OmegaConf.create({"hydra": HydraConfig.get()}) if HydraConfig.initialized() else None
+    hydra = None
+    if HydraConfig.initialized():
+        hydra = cfg.copy()
+        with open_dict(hydra):
+            hydra.hydra = HydraConfig.get()
+        OmegaConf.set_readonly(hydra.hydra, False)  # Hydra marks its node read-only
+        OmegaConf.resolve(hydra)  # here, where its resolvers (the time, the run id) are registered and remembered
     return RankJob(cfg, str(run_dir), hydra, threads)
 
 
