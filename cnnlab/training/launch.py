@@ -135,13 +135,14 @@ def rank_main(job: RankJob) -> RankResult:
     connect(placement)
     agree(job, placement)  # the same handshake as under torchrun, where only rank 0 has the job
     result = run_rank(job, placement)
-    if isinstance(result.error, RunInterrupted):
-        # A launcher that is shutting down (it got the Ctrl-C too) never collects results, and the process would
-        # wait for it until killed: leave now. metrics.json says how the run stopped.
+    if isinstance(result.error, RunInterrupted | RankLost):
+        # Interrupted: a launcher that is shutting down (it got the Ctrl-C too) never collects results, and the
+        # process would wait for it until killed. A lost peer may be hung, not dead: a failed exit makes the
+        # launcher stop it. Either way leave now; metrics.json and the log say how the run stopped.
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(RunInterrupted.exit_code)
+        os._exit(getattr(result.error, "exit_code", 1))
     return result
 
 
@@ -215,6 +216,7 @@ def follow_torchrun(placement: Placement) -> int:
     """
     connect(placement)
     job = agree(None, placement)
+    Path(job.run_dir).mkdir(parents=True, exist_ok=True)  # on another machine, for this rank's train.log
     configure_rank_logging(job, placement.rank)
     result = run_rank(job, placement)
     if isinstance(result.error, RankLost):
@@ -234,8 +236,10 @@ def _failure_message(error: Any, run_dir: Path) -> str:
         how = f"was killed by {failure.signal_name()}"
     else:
         how = f"exited with code {failure.exitcode}"
-    status = RunStatus.of(read_metrics(run_dir), RunStatus.RUNNING)
+    recorded = read_metrics(run_dir) or {}
+    status = RunStatus.of(recorded, RunStatus.RUNNING)
+    why = f": {recorded['message']}" if recorded.get("message") else ""
     return (
-        f"training process rank {rank} {how}, so the run's other processes were stopped (status {status}); "
+        f"training process rank {rank} {how}, so the run's other processes were stopped (status {status}{why}); "
         f"its log: {run_dir}/train.log; continue from the last checkpoint with: cnnlab train resume={run_dir}"
     )
