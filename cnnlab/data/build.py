@@ -159,6 +159,11 @@ def build_data(
         batch_size //= shard.count
         train, val = split_holdout(source.train, cfg.val_size, cfg.split_seed)
         mean, std = input_statistics(cfg.get("normalization", "data"), train)
+        if min(len(val), len(source.test) if source.test is not None else len(val)) < shard.count:
+            raise UserError(
+                f"the validation or test split holds fewer images than the {shard.count} processes, so some would "
+                "have none: raise dataset.val_size (or use fewer processes)"
+            )
         train, val = (part.shard(shard.rank, shard.count, equal=part is train) for part in (train, val))
         train, val = (part.to(device, images_too=fits_on(device, part)) for part in (train, val))
         test = source.test.shard(shard.rank, shard.count) if source.test is not None else None

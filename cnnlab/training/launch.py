@@ -230,9 +230,20 @@ def _interrupted_message(run_dir: Path) -> str:
 
 
 def _failure_message(error: Any, run_dir: Path) -> str:
-    """One line for a process that died: which rank, how, and where to resume from."""
-    rank, failure = min(error.failures.items(), key=lambda item: item[1].timestamp)
-    if failure.signal_name() != "<N/A>":
+    """One line for the process whose failure ended the run: which rank, how, and where to resume from.
+
+    The cause is a crash (its exception recorded), a signal or an exit code, in that order of preference, before
+    the processes that only stopped because they lost it (RankLost's exit code).
+    """
+
+    def cause_first(item: tuple[int, Any]) -> tuple[bool, bool, float]:
+        failure = item[1]
+        return failure.exitcode == RankLost.exit_code, not isinstance(failure.message, dict), failure.timestamp
+
+    rank, failure = min(error.failures.items(), key=cause_first)
+    if isinstance(failure.message, dict):  # the exception a crashed process recorded
+        how = f"failed ({str(failure.message.get('message', '')).splitlines()[0][:200]})"
+    elif failure.signal_name() != "<N/A>":
         how = f"was killed by {failure.signal_name()}"
     else:
         how = f"exited with code {failure.exitcode}"

@@ -25,6 +25,8 @@ T = TypeVar("T")
 class RankLost(UserError):
     """Another process of a data-parallel run died or stopped answering, so this one stops too."""
 
+    exit_code = 3  # a process's own exit code when it stopped for another's failure (not the run's cause)
+
 
 class Ranks:
     """A single-process run: rank 0 of 1, and every collective is the identity."""
@@ -56,6 +58,22 @@ class Ranks:
         if isinstance(outcome, UserError):
             raise outcome
         return outcome
+
+    def first(self, work: Callable[[], T]) -> T:
+        """Every rank does `work`, rank 0 before the others (it may download data or write a cache they then read);
+        when it fails with a UserError, every rank raises that error instead."""
+        if not self.leader:
+            failure = self.share(None)
+            if failure is not None:
+                raise failure
+            return work()
+        try:
+            result = work()
+        except UserError as e:
+            self.share(e)
+            raise
+        self.share(None)
+        return result
 
     def sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """The elementwise sum of `tensor` over the ranks (in place, and returned)."""

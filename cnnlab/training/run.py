@@ -141,14 +141,16 @@ def prepare_run(
     seed_everything(cfg.seed)
     channels_last = bool(cfg.trainer.channels_last)
     batch = step_batch_size(cfg)
-    data = build_data(
-        cfg.dataset,
-        batch,
-        cfg.trainer.eval_batch_size,
-        device,
-        rank_seed(cfg.seed, ranks.rank),
-        channels_last,
-        Shard(ranks.rank, ranks.world_size),
+    data = ranks.first(  # rank 0 downloads or decodes into the cache first; the others then read what it wrote
+        lambda: build_data(
+            cfg.dataset,
+            batch,
+            cfg.trainer.eval_batch_size,
+            device,
+            rank_seed(cfg.seed, ranks.rank),
+            channels_last,
+            Shard(ranks.rank, ranks.world_size),
+        )
     )
     if overfit := cfg.trainer.get("overfit_batches", 0):
         data = overfit_subset(data, overfit)
