@@ -210,3 +210,14 @@ def test_under_torchrun_only_a_training_run_starts(args: list[str], tmp_path: Pa
     assert result.returncode == 2
     assert result.stderr.startswith("cnnlab: error: under torchrun cnnlab runs one training run")
     assert not (tmp_path / "outputs").exists()
+
+
+def test_every_rank_follows_rank_0s_time_budget_plan(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    code, _, err = finish(
+        start([*PARALLEL, "epochs=1000", "trainer.time_budget=12s", f"hydra.run.dir={run}"], tmp_path)
+    )
+    assert code == 0, err  # ranks whose plans differed would wait for each other's collectives and time out
+    done = metrics(run)
+    assert done["status"] == "completed" and done["time_budget_s"] == 12
+    assert done["history"][-1]["lr"] < 0.01 * max(h["lr"] for h in done["history"])  # annealed at the budget's end
