@@ -12,7 +12,7 @@ from importlib.resources import files
 from cnnlab.cli_errors import describe
 from cnnlab.cli_overrides import with_saved_overrides
 from cnnlab.errors import UserError, UserErrorExit
-from cnnlab.training.placement import Placement
+from cnnlab.placement import Placement
 
 TASKS = {
     "train": ("cnnlab.tasks.train", "train a model (default task); add -m to sweep"),

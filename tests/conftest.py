@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
 import cnnlab.config.resolvers  # noqa: F401 - the configs use cnnlab's resolvers
-from cnnlab.sweeps.trial import available_cores
+from cnnlab.placement import available_cores
 
 # A training run of a few seconds on synthetic data, for tests that need a real run folder
 TINY = [

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from cnnlab.sweeps.trial import available_cores
+from cnnlab.placement import available_cores
 
 from conftest import cli_env, cnnlab_executable
 

@@ -20,6 +20,7 @@ from cnnlab.config.choices import FLIP_MODES, PAD_MODES, TTA_LEVELS
 from cnnlab.config.duration import parse_duration
 from cnnlab.errors import UserError, UserErrorExit, install_extra, timm_missing
 from cnnlab.folder_lock import busy_run, is_locked
+from cnnlab.placement import Placement
 from cnnlab.run_folder import (
     CHECKPOINTS_DIR,
     LAST_CHECKPOINT,
@@ -29,7 +30,6 @@ from cnnlab.run_folder import (
     find_checkpoint,
     run_dir_of,
 )
-from cnnlab.training.placement import Placement
 
 FINETUNE_MODES = ("full", "head", "gradual")  # how cnnlab.training.finetune.Finetune trains a backbone
 AVERAGING_MODES = ("none", "ema", "lookahead")  # trainer.weight_averaging (cnnlab.training.averaging)

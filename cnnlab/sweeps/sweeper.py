@@ -1,13 +1,14 @@
 """The cnnlab sweep: ask Optuna for trials, launch them through Hydra's launcher, tell Optuna what they reached.
 
-Trials are asked `n_jobs` at a time and launched as one batch, so a parallel launcher (joblib, SLURM)
-runs them at once. Each trial's folder is named by its trial number. Everything the sweep knows is in
-the study's storage: run the same command with the same hydra.sweep.dir to continue a stopped sweep.
+Up to `n_jobs` trials run at once: with cnnlab's launchers (parallel, slurm) the next trial is asked as
+soon as any one ends; Hydra's own launchers (joblib, submitit_local) run them in batches of n_jobs. Each
+trial's folder is named by its trial number. Everything the sweep knows is in the study's storage: run
+the same command with the same hydra.sweep.dir to continue a stopped sweep.
 """
 
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from cnnlab.cli_errors import describe
 from cnnlab.errors import UserError, find_user_error
 from cnnlab.folder_lock import exclusive
 from cnnlab.run_folder import SWEEP_LOCK, SWEEP_ONLY, RunStatus, override_key, read_metrics
+from cnnlab.sweeps.launch import BatchLaunch, TrialLauncher, job_run_dir, trial_launcher
 from cnnlab.sweeps.optuna_internals import job_error, live_trial
 from cnnlab.sweeps.space import SearchSpace, parse_search_space
 from cnnlab.sweeps.study import check_objectives, counts_toward_budget, objective_values, requeue, storage_for
@@ -33,6 +35,7 @@ log = logging.getLogger("cnnlab")
 # The per-epoch metrics a trial can report to a pruner, and the direction in which each improves.
 EPOCH_METRICS = {"val/acc": "maximize", "val/loss": "minimize", "train/acc": "maximize", "train/loss": "minimize"}
 MISTAKE_TRIALS = 3  # trials failing with a user error, and none succeeding, before the sweep stops
+INTERRUPTED = "the sweep was interrupted; run the same command again to continue it"
 
 
 class SweepInterrupted(UserError):
@@ -43,18 +46,6 @@ def _whole(value: Any, key: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise UserError(f"hydra.sweeper.{key}={value!r} is invalid: must be a whole number >= {minimum}")
     return value
-
-
-def _consecutive(trials: Sequence[Trial]) -> Iterator[list[Trial]]:
-    """Runs of trials with consecutive numbers: a launch numbers its jobs from one starting index."""
-    run: list[Trial] = []
-    for trial in trials:
-        if run and trial.number != run[-1].number + 1:
-            yield run
-            run = []
-        run.append(trial)
-    if run:
-        yield run
 
 
 def _first_value(distribution: optuna.distributions.BaseDistribution) -> Any:
@@ -215,38 +206,43 @@ class OptunaSweep:
         return retried
 
     def _run(self, study: optuna.Study, space: SearchSpace, sweep_dir: Path) -> list[JobReturn]:
+        """Keep up to n_jobs trials running: ask the next one as soon as one ends (a batch at a time with Hydra's
+        own launchers, which return only when a whole batch has ended)."""
+        launch = trial_launcher(self.launcher, self.n_jobs)
+        in_flight = min(self.n_jobs, launch.capacity)
+        running: dict[int, Trial] = {}
         returns: list[JobReturn] = []
-        while (left := self.n_trials - sum(counts_toward_budget(t) for t in study.trials)) > 0:
-            trials = [study.ask(space.distributions) for _ in range(min(self.n_jobs, left))]
-            try:
-                results = self._launch(trials, space)
-            except BaseException:
-                self._recover(study, sweep_dir)  # Ctrl-C or a launcher failure: unfinished trials run again next time
-                raise
-            outcomes = [
-                self._record(study, trial, self._run_dir(ret, sweep_dir, trial), _failure(ret))
-                for trial, ret in zip(trials, results)
-            ]
-            returns.extend(results)
-            if RunStatus.INTERRUPTED in outcomes:  # Ctrl-C (or SIGTERM) reached a trial: stop the whole sweep
-                self._recover(study, sweep_dir)
-                raise SweepInterrupted("the sweep was interrupted; run the same command again to continue it")
-            self._stop_if_misconfigured(study, results)
+        try:
+            while True:
+                left = self.n_trials - sum(counts_toward_budget(t) for t in study.trials) - len(running)
+                for _ in range(min(in_flight - len(running), left)):
+                    trial = study.ask(space.distributions)
+                    running[trial.number] = trial
+                    launch.submit(trial.number, space.trial_overrides(trial.params))
+                if not running:
+                    break
+                finished = launch.wait_any()
+                outcomes = [
+                    self._record(study, running.pop(number), job_run_dir(ret, sweep_dir, number), _failure(ret))
+                    for number, ret in finished
+                ]
+                returns.extend(ret for _, ret in finished)
+                if RunStatus.INTERRUPTED in outcomes:  # Ctrl-C (or SIGTERM) reached a trial: stop the whole sweep
+                    raise SweepInterrupted(INTERRUPTED)
+                self._stop_if_misconfigured(study, [ret for _, ret in finished])
+        except KeyboardInterrupt:  # in this process: the trials in other processes are stopped here
+            self._stop(launch, study, sweep_dir)
+            raise SweepInterrupted(INTERRUPTED) from None
+        except BaseException:
+            self._stop(launch, study, sweep_dir)
+            raise
         self._log_best(study)
         return returns
 
-    def _launch(self, trials: Sequence[Trial], space: SearchSpace) -> list[JobReturn]:
-        results: list[JobReturn] = []
-        for run in _consecutive(trials):
-            batch = [space.trial_overrides(trial.params) for trial in run]
-            results.extend(self.launcher.launch(batch, initial_job_idx=run[0].number))
-        return results
-
-    @staticmethod
-    def _run_dir(ret: JobReturn, sweep_dir: Path, trial: Trial) -> Path:
-        return (
-            Path(ret.hydra_cfg.hydra.runtime.output_dir) if ret.hydra_cfg is not None else sweep_dir / str(trial.number)
-        )
+    def _stop(self, launch: TrialLauncher | BatchLaunch, study: optuna.Study, sweep_dir: Path) -> None:
+        """Stop the trials still running (they save their checkpoints); they run again when the sweep continues."""
+        launch.stop()
+        self._recover(study, sweep_dir)
 
     def _record(self, study: optuna.Study, trial: Trial, run_dir: Path, failure: str | None) -> RunStatus:
         """Tell the study how the trial ended; return its status (completed, pruned, failed, diverged, interrupted).

@@ -5,13 +5,15 @@ the same in-process, in joblib workers and in SLURM jobs. Its trial number is it
 the sweeper launches each trial with that number.
 """
 
-import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
+
+from cnnlab.placement import available_cores
 
 if TYPE_CHECKING:  # torch is imported only once a run starts, after its config is checked
     from cnnlab.training.trainer import PruneRule
@@ -23,13 +25,6 @@ def in_cnnlab_sweep() -> bool:
     """True inside a job launched by the cnnlab (Optuna) sweeper, not by Hydra's grid sweeper."""
     hydra = HydraConfig.get()
     return hydra.mode == RunMode.MULTIRUN and hydra.sweeper.get("_target_") == SWEEPER_TARGET
-
-
-def available_cores() -> int:
-    """Cores this process may use: its CPU affinity where the OS has one (Linux), else every core (macOS, Windows)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def launcher_threads() -> int | None:
@@ -57,24 +52,54 @@ def prunes(pruner: DictConfig) -> bool:
     return not str(pruner.get("_target_", "")).endswith("NopPruner")
 
 
-def pruning_rule(cfg: DictConfig) -> "PruneRule | None":
-    """A rule for the trainer: after each epoch, report the metric and return True to stop (prune) the trial."""
+@dataclass(frozen=True)
+class TrialReporting:
+    """Where a search's trial reports its epochs: the study (storage, name) and the trial's number in it.
+
+    Plain values, so a data-parallel trial's rank 0, in a process without Hydra's runtime config, can report too.
+    """
+
+    storage: str | None
+    sweep_dir: Path
+    study_name: str
+    number: int
+    metric: str
+
+    def rule(self, pruner: DictConfig) -> "PruneRule":
+        """A rule for the trainer: after each epoch, report the metric and return True to stop (prune) the trial."""
+        import optuna
+        from hydra.utils import instantiate
+
+        from cnnlab.sweeps.optuna_internals import live_trial
+        from cnnlab.sweeps.study import storage_for
+
+        storage = storage_for(self.storage, self.sweep_dir)
+        study = optuna.load_study(study_name=self.study_name, storage=storage, pruner=instantiate(pruner))
+        trial = live_trial(study, self.number)
+
+        def should_prune(epoch: int, metrics: dict[str, float]) -> bool:
+            trial.report(float(metrics[self.metric]), epoch)
+            return trial.should_prune()
+
+        return should_prune
+
+
+def trial_reporting(cfg: DictConfig) -> TrialReporting | None:
+    """Where this run reports its epochs, when it is a trial of a search whose pruner can stop it; else None."""
     if not in_cnnlab_sweep() or not prunes(cfg.pruner):
         return None
-    import optuna
-    from hydra.utils import instantiate
-
-    from cnnlab.sweeps.optuna_internals import live_trial
-    from cnnlab.sweeps.study import storage_for
-
     hydra = HydraConfig.get()
-    storage = storage_for(hydra.sweeper.storage, Path(hydra.sweep.dir))
-    study = optuna.load_study(study_name=hydra.sweeper.study_name, storage=storage, pruner=instantiate(cfg.pruner))
-    trial = live_trial(study, hydra.job.num)
-    metric = str(hydra.sweeper.report_metric)
+    storage = hydra.sweeper.storage
+    return TrialReporting(
+        None if storage in (None, "") else str(storage),
+        Path(hydra.sweep.dir),
+        str(hydra.sweeper.study_name),
+        int(hydra.job.num),
+        str(hydra.sweeper.report_metric),
+    )
 
-    def should_prune(epoch: int, metrics: dict[str, float]) -> bool:
-        trial.report(float(metrics[metric]), epoch)
-        return trial.should_prune()
 
-    return should_prune
+def pruning_rule(cfg: DictConfig) -> "PruneRule | None":
+    """The pruning rule of a search's trial (None outside a search, or when its pruner cannot stop trials)."""
+    reporting = trial_reporting(cfg)
+    return reporting.rule(cfg.pruner) if reporting is not None else None

@@ -21,9 +21,9 @@ def train_task(cfg: DictConfig, run_dir: Path) -> float:
     validate_train_config(cfg)  # before torch is even imported: a typo fails in well under a second
     import torch
 
-    from cnnlab.sweeps.trial import launcher_threads, pruning_rule
+    from cnnlab.placement import Placement
+    from cnnlab.sweeps.trial import launcher_threads, pruning_rule, trial_reporting
     from cnnlab.training.launch import launch_ranks, lead_torchrun
-    from cnnlab.training.placement import Placement
     from cnnlab.training.run import train
     from cnnlab.training.trainer import RunDiverged
 
@@ -34,9 +34,9 @@ def train_task(cfg: DictConfig, run_dir: Path) -> float:
     try:
         with exclusive(run_dir, RUN_LOCK, busy_run(run_dir)):
             if placement is not None:
-                return lead_torchrun(cfg, run_dir, placement, threads)
+                return lead_torchrun(cfg, run_dir, placement, threads, trial_reporting(cfg))
             if cfg.trainer.devices > 1:
-                return launch_ranks(cfg, run_dir, int(cfg.trainer.devices), threads)
+                return launch_ranks(cfg, run_dir, int(cfg.trainer.devices), threads, trial_reporting(cfg))
             return train(cfg, run_dir, prune=pruning_rule(cfg))
     except RunDiverged as e:
         if HydraConfig.get().mode != RunMode.MULTIRUN:

@@ -8,6 +8,7 @@ folder and describes the run in a `RankJob`; every rank then runs `run_rank`: it
 shard of the data, and trains with DistributedDataParallel. Rank 0 alone writes checkpoints, metrics and logs.
 """
 
+import copy
 import logging
 import logging.config
 import os
@@ -15,18 +16,19 @@ import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from cnnlab.config.duration import parse_duration
 from cnnlab.device import resolve_device
 from cnnlab.errors import UserError, find_user_error
+from cnnlab.placement import Placement, available_cores
 from cnnlab.run_folder import RunStatus, read_metrics
-from cnnlab.training.placement import Placement
+from cnnlab.tracking.loggers import SweepInfo, current_sweep
 from cnnlab.training.ranks import RankLost, agree, connect, leave, run_groups
-from cnnlab.training.trainer import RunDiverged, RunInterrupted
+from cnnlab.training.trainer import PruneRule, RunDiverged, RunInterrupted
 
 log = logging.getLogger("cnnlab")
 # Seconds the launcher gives its processes to save and leave after a Ctrl-C or SIGTERM before it kills them: a
@@ -35,13 +37,23 @@ SHUTDOWN_GRACE_S = 120
 MONITOR_INTERVAL_S = 0.5  # how often the launcher looks for a process that ended (a dead one stops the others)
 
 
+class TrialReporting(Protocol):
+    """Where a search's trial reports its epochs (cnnlab.sweeps.trial.TrialReporting): its pruner's rule, built on
+    rank 0."""
+
+    def rule(self, pruner: DictConfig) -> PruneRule: ...
+
+
 @dataclass
 class RankJob:
-    """Everything a process of a data-parallel run needs, from the process that composed the config."""
+    """Everything a process of a data-parallel run needs, from the process that composed the config: plain values
+    (a rank may be a process without Hydra's runtime state)."""
 
-    config: DictConfig
+    config: DictConfig  # resolved
     run_dir: str
-    hydra: DictConfig | None  # the config with Hydra's node, resolved (logging, sweep, trial), set again in each rank
+    logging: dict[str, Any] | None  # Hydra's job logging settings, resolved (console and the run's train.log)
+    sweep: SweepInfo | None  # the search the run is a trial of
+    reporting: TrialReporting | None  # where the trial reports to its search's pruner
     threads: int | None  # CPU threads for all the processes on one machine (None: every core); each takes its share
 
 
@@ -53,26 +65,24 @@ class RankResult:
     error: UserError | None = None
 
 
-def rank_job(cfg: DictConfig, run_dir: Path, threads: int | None) -> RankJob:
-    """The job description, taking Hydra's runtime config along when there is one (sweeps and logging need it)."""
+def rank_job(cfg: DictConfig, run_dir: Path, threads: int | None, reporting: TrialReporting | None) -> RankJob:
+    """The job description, with what it needs of Hydra's runtime config (the logging, the search) when there is
+    one, resolved here, where its resolvers (the time, the run id) are registered and remembered."""
     from hydra.core.hydra_config import HydraConfig
 
-    hydra = None
+    logging_settings = None
     if HydraConfig.initialized():
-        hydra = cfg.copy()
-        with open_dict(hydra):
-            hydra.hydra = HydraConfig.get()
-        OmegaConf.set_readonly(hydra.hydra, False)  # Hydra marks its node read-only
-        OmegaConf.resolve(hydra)  # here, where its resolvers (the time, the run id) are registered and remembered
-    return RankJob(cfg, str(run_dir), hydra, threads)
+        logging_settings = OmegaConf.to_container(HydraConfig.get().job_logging, resolve=True)
+    config = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    return RankJob(config, str(run_dir), logging_settings, current_sweep(), reporting, threads)
 
 
 def configure_rank_logging(job: RankJob, rank: int) -> None:
     """The composing process's logging (console and the run's train.log); ranks other than 0 log warnings and errors
     only, each line marked with its rank."""
-    if job.hydra is None:
+    if job.logging is None:
         return
-    settings = OmegaConf.to_container(job.hydra.hydra.job_logging, resolve=True)
+    settings = copy.deepcopy(job.logging)
     if rank > 0:
         settings["root"]["level"] = "WARNING"
         formatters = settings.setdefault("formatters", {})
@@ -90,22 +100,17 @@ def run_rank(job: RankJob, placement: Placement) -> RankResult:
     A UserError (an interrupt, a divergence, a lost peer) becomes the result, so the launcher sees every process
     end normally and the composing process prints it as one line; anything else is a crash and propagates.
     """
-    from hydra.core.hydra_config import HydraConfig
-
-    from cnnlab.sweeps.trial import available_cores, pruning_rule
     from cnnlab.training.run import train
 
     cfg = job.config
-    if job.hydra is not None and not HydraConfig.initialized():
-        HydraConfig.instance().set_config(job.hydra)
     device = resolve_device(str(cfg.device), placement.local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     torch.set_num_threads(max(1, (job.threads or available_cores()) // placement.local_world_size))
     ranks = run_groups(placement, device, parse_duration(cfg.trainer.dist_timeout, "trainer.dist_timeout"))
     try:
-        prune = pruning_rule(cfg) if ranks.leader else None
-        result = RankResult(train(cfg, Path(job.run_dir), prune, ranks))
+        prune = job.reporting.rule(cfg.pruner) if ranks.leader and job.reporting is not None else None
+        result = RankResult(train(cfg, Path(job.run_dir), prune, ranks, job.sweep))
     except KeyboardInterrupt:
         result = RankResult(None, RunInterrupted("stopped at once; checkpoints/last.pt is the last finished epoch"))
     except Exception as e:
@@ -153,7 +158,13 @@ def outcome(result: RankResult | None) -> float:
     return result.best_val_acc or 0.0
 
 
-def launch_ranks(cfg: DictConfig, run_dir: Path, processes: int, threads: int | None) -> float:
+def launch_ranks(
+    cfg: DictConfig,
+    run_dir: Path,
+    processes: int,
+    threads: int | None,
+    reporting: TrialReporting | None = None,
+) -> float:
     """`trainer.devices=N`: start N processes on this machine through torch's elastic launch and wait for them.
 
     On CUDA each gets its own GPU; on the CPU each gets cores / N threads. A process that dies ends the others (the
@@ -183,7 +194,7 @@ def launch_ranks(cfg: DictConfig, run_dir: Path, processes: int, threads: int | 
     log.info("training on %d processes (%s); rank 0 reports", processes, device.type)
     quiet_launcher()
     try:
-        results = elastic_launch(launch, rank_main)(rank_job(cfg, run_dir, threads))
+        results = elastic_launch(launch, rank_main)(rank_job(cfg, run_dir, threads, reporting))
     except ChildFailedError as e:
         if RunStatus.of(read_metrics(run_dir), RunStatus.RUNNING) == RunStatus.INTERRUPTED:
             raise RunInterrupted(_interrupted_message(run_dir)) from None  # a rank got SIGTERM: all saved and left
@@ -201,10 +212,16 @@ def quiet_launcher() -> None:
             logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
-def lead_torchrun(cfg: DictConfig, run_dir: Path, placement: Placement, threads: int | None) -> float:
+def lead_torchrun(
+    cfg: DictConfig,
+    run_dir: Path,
+    placement: Placement,
+    threads: int | None,
+    reporting: TrialReporting | None = None,
+) -> float:
     """torchrun's rank 0, inside the composed run: hand the job to the other ranks, then train as one of them."""
     connect(placement)
-    job = agree(rank_job(cfg, run_dir, threads), placement)
+    job = agree(rank_job(cfg, run_dir, threads, reporting), placement)
     return outcome(run_rank(job, placement))
 
 

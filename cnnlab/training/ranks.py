@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 
 from cnnlab.errors import UserError
-from cnnlab.training.placement import Placement
+from cnnlab.placement import Placement
 
 T = TypeVar("T")
 

@@ -25,7 +25,7 @@ from cnnlab.device import flush_denormals, resolve_device, set_deterministic
 from cnnlab.errors import UserError
 from cnnlab.models.stats import count_macs, count_parameters, measure_latency_ms
 from cnnlab.run_folder import BEST_CHECKPOINT, RunStatus, checkpoints_dir
-from cnnlab.tracking.loggers import RunContext, build_loggers, current_sweep
+from cnnlab.tracking.loggers import RunContext, SweepInfo, build_loggers, current_sweep
 from cnnlab.tracking.metrics_file import MetricsFileSink
 from cnnlab.tracking.plot_files import PlotFilesSink
 from cnnlab.tracking.terminal import TerminalSink
@@ -115,19 +115,30 @@ class PreparedRun:
     overfit_batches: int = 0  # the overfit sanity check's batches (trainer.overfit_batches); 0: a normal run
 
 
-def train(cfg: DictConfig, run_dir: Path, prune: PruneRule | None = None, ranks: Ranks | None = None) -> float:
+def train(
+    cfg: DictConfig,
+    run_dir: Path,
+    prune: PruneRule | None = None,
+    ranks: Ranks | None = None,
+    sweep: SweepInfo | None = None,
+) -> float:
     """Train, validate every epoch, test once at the end; return the best validation accuracy.
 
     Expects a config that passed validate_train_config (the train task checks it first). `prune`, in a
     search, sees each epoch's metrics and may stop the run early (RunStatus.PRUNED). `ranks`: the processes of a
-    data-parallel run, which this one is one of (rank 0 alone writes the run folder).
+    data-parallel run, which this one is one of (rank 0 alone writes the run folder). `sweep`: the search the run
+    is a trial of, for its loggers (by default, Hydra's runtime config says).
     """
-    run = prepare_run(cfg, run_dir, prune, ranks)
+    run = prepare_run(cfg, run_dir, prune, ranks, sweep)
     return run_fit(run, run_dir)
 
 
 def prepare_run(
-    cfg: DictConfig, run_dir: Path, prune: PruneRule | None = None, ranks: Ranks | None = None
+    cfg: DictConfig,
+    run_dir: Path,
+    prune: PruneRule | None = None,
+    ranks: Ranks | None = None,
+    sweep: SweepInfo | None = None,
 ) -> PreparedRun:
     """Data, model, optimizer, schedule, sinks and trainer from the config; a resumed run's state loaded."""
     ranks = ranks or Ranks()
@@ -197,7 +208,7 @@ def prepare_run(
         list(history),
         resumed=resume is not None,
         purge_step=resume.purge_step if resume else None,
-        sweep=current_sweep(),
+        sweep=sweep or current_sweep(),
     )
     metrics_file = MetricsFileSink(
         run_dir, list(history), resume.started_at if resume else None, resume.epoch if resume else 0

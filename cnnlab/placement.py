@@ -1,4 +1,5 @@
-"""Where a process sits in a data-parallel run, read from the environment torchrun gives its processes.
+"""Where a process runs: its place in a data-parallel run (from the environment torchrun gives its processes)
+and the cores it may use.
 
 Free of torch, so that config validation can ask whether this process is one of several.
 """
@@ -31,3 +32,10 @@ class Placement:
             int(os.environ["LOCAL_RANK"]),
             int(os.environ.get("LOCAL_WORLD_SIZE", world)),
         )
+
+
+def available_cores() -> int:
+    """Cores this process may use: its CPU affinity where the OS has one (Linux), else every core (macOS, Windows)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
