@@ -6,6 +6,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from hydra import compose, initialize_config_module
@@ -13,6 +14,9 @@ from omegaconf import DictConfig
 
 import cnnlab.config.resolvers  # noqa: F401 - the configs use cnnlab's resolvers
 from cnnlab.placement import available_cores
+
+if TYPE_CHECKING:
+    from cnnlab.sweeps.sweeper import OptunaSweep
 
 # A training run of a few seconds on synthetic data, for tests that need a real run folder
 TINY = [
@@ -24,6 +28,36 @@ TINY = [
     "dataset.val_size=100",
     "batch_size=64",
 ]
+
+# A sweep trial of about a second: a small synthetic set that a good learning rate still learns to >0.9 in 2 epochs
+TRIAL = [
+    "experiment=smoke",
+    "epochs=2",
+    "dataset.train_size=1000",
+    "dataset.val_size=200",
+    "dataset.test_size=100",
+    "batch_size=32",
+    "trainer.histograms=false",
+]
+
+
+def random_search(n_trials: int, n_jobs: int) -> "OptunaSweep":
+    """The cnnlab sweeper's work object over a random sampler, for tests that drive it without Hydra."""
+    from omegaconf import OmegaConf
+
+    from cnnlab.sweeps.sweeper import OptunaSweep
+
+    return OptunaSweep(
+        sampler=OmegaConf.create({"_target_": "optuna.samplers.RandomSampler"}),
+        objectives=["best_val_acc"],
+        directions=["maximize"],
+        n_trials=n_trials,
+        n_jobs=n_jobs,
+        seed=0,
+        storage=None,
+        study_name="cnnlab",
+        report_metric="val/acc",
+    )
 
 
 @pytest.fixture

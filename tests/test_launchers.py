@@ -19,17 +19,7 @@ from cnnlab.placement import available_cores
 from cnnlab.sweeps.launch import SlotPool, TrialLauncher
 from cnnlab.sweeps.parallel import child_env, plan_slots, visible_gpus
 
-from conftest import cli_env, cnnlab_executable
-
-TINY = [
-    "experiment=smoke",
-    "epochs=2",
-    "dataset.train_size=1000",
-    "dataset.val_size=200",
-    "dataset.test_size=100",
-    "batch_size=32",
-    "trainer.histograms=false",
-]
+from conftest import TRIAL, cli_env, cnnlab_executable, random_search
 
 
 class Clock:
@@ -134,19 +124,8 @@ def test_the_search_asks_a_new_trial_as_soon_as_one_ends(tmp_path: Path) -> None
 
     from cnnlab.sweeps.space import parse_search_space
     from cnnlab.sweeps.study import storage_for
-    from cnnlab.sweeps.sweeper import OptunaSweep
 
-    sweep = OptunaSweep(
-        sampler=OmegaConf.create({"_target_": "optuna.samplers.RandomSampler"}),
-        objectives=["best_val_acc"],
-        directions=["maximize"],
-        n_trials=4,
-        n_jobs=2,
-        seed=0,
-        storage=None,
-        study_name="cnnlab",
-        report_metric="val/acc",
-    )
+    sweep = random_search(n_trials=4, n_jobs=2)
     sweep.config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
     durations = {0: 2, 1: 7, 2: 2, 3: 1}
     pool, started = fake_pool([None, None], durations)
@@ -216,7 +195,7 @@ def test_parallel_launcher_runs_a_search_in_fresh_processes(run_cnnlab, tmp_path
         "launcher=parallel",
         "hydra.sweeper.n_jobs=2",
         "lr=tag(log,interval(1e-2,1))",
-        *TINY,
+        *TRIAL,
         "hydra.sweeper.n_trials=3",
         f"hydra.sweep.dir={tmp_path / 'search'}",
     )
@@ -231,7 +210,7 @@ def test_parallel_launcher_runs_a_search_in_fresh_processes(run_cnnlab, tmp_path
 @pytest.mark.slow  # 20 s: a fresh Python per trial
 def test_parallel_launcher_runs_a_grid_sweep(run_cnnlab, tmp_path: Path) -> None:
     grid_dir = tmp_path / "grid"
-    grid = run_cnnlab("-m", "launcher=parallel", "lr=0.01,0.1", *TINY, "epochs=1", f"hydra.sweep.dir={grid_dir}")
+    grid = run_cnnlab("-m", "launcher=parallel", "lr=0.01,0.1", *TRIAL, "epochs=1", f"hydra.sweep.dir={grid_dir}")
     assert grid.returncode == 0, grid.stderr
     assert sorted(p.parent.name for p in grid_dir.glob("*/metrics.json")) == ["0", "1"]
     assert (grid_dir / "report.md").is_file()
@@ -247,7 +226,7 @@ def test_ctrl_c_stops_a_parallel_sweep_whose_trials_save_and_run_again(tmp_path:
         "launcher=parallel",
         "hydra.sweeper.n_jobs=2",
         "lr=tag(log,interval(1e-2,1))",
-        *TINY,
+        *TRIAL,
         "dataset.train_size=3000",
         "epochs=4",
         "hydra.sweeper.n_trials=3",

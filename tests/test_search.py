@@ -13,18 +13,8 @@ from omegaconf import OmegaConf
 
 from cnnlab.placement import available_cores
 
-from conftest import cli_env, cnnlab_executable
+from conftest import TRIAL, cli_env, cnnlab_executable
 
-# Trials of about a second: a small synthetic set that a good learning rate still learns to >0.9 in 2 epochs.
-TINY = [
-    "experiment=smoke",
-    "epochs=2",
-    "dataset.train_size=1000",
-    "dataset.val_size=200",
-    "dataset.test_size=100",
-    "batch_size=32",
-    "trainer.histograms=false",
-]
 LR = "lr=tag(log,interval(1e-3,1))"
 
 
@@ -53,7 +43,7 @@ def test_gp_search_runs_a_study_and_writes_the_report(run_cnnlab, tmp_path: Path
         "sweeper=gp",
         LR,
         "weight_decay=tag(log,interval(1e-5,1e-2))",
-        *TINY,
+        *TRIAL,
         "epochs=1",
         "hydra.sweeper.n_trials=4",
         "hydra.sweeper.sampler.n_startup_trials=2",
@@ -87,7 +77,7 @@ def test_tpe_with_a_pruner_stops_bad_trials(run_cnnlab, tmp_path: Path, pruner: 
         "sweeper=tpe",
         *pruner,
         "lr=tag(log,interval(1e-6,1))",
-        *TINY,
+        *TRIAL,
         "hydra.sweeper.n_trials=7",
         f"hydra.sweep.dir={sweep}",
     )
@@ -144,7 +134,7 @@ def test_failed_and_diverged_trials_are_recorded_and_the_sweep_goes_on(run_cnnla
         "sweeper=random",
         "lr=choice(0.05,10000.0)",
         "model.widths.0=choice(16,0)",
-        *TINY,
+        *TRIAL,
         "epochs=1",
         "hydra.sweeper.n_trials=4",
         "hydra.sweeper.seed=0",
@@ -159,7 +149,7 @@ def test_failed_and_diverged_trials_are_recorded_and_the_sweep_goes_on(run_cnnla
 
 
 def test_a_mistake_that_fails_every_trial_stops_the_sweep_in_one_line(run_cnnlab, tmp_path: Path) -> None:
-    result = run_cnnlab("-m", "sweeper=random", "lr=choice(-1.0,-2.0)", *TINY, f"hydra.sweep.dir={tmp_path / 's'}")
+    result = run_cnnlab("-m", "sweeper=random", "lr=choice(-1.0,-2.0)", *TRIAL, f"hydra.sweep.dir={tmp_path / 's'}")
     assert result.returncode == 2
     assert "lr=" in result.stderr and "must be a number > 0" in result.stderr
     assert "Traceback" not in result.stderr
@@ -176,7 +166,7 @@ def test_a_mistake_that_fails_every_trial_stops_the_sweep_in_one_line(run_cnnlab
     ],
 )
 def test_bad_search_spaces_fail_in_one_line(run_cnnlab, tmp_path: Path, space: str, words: str) -> None:
-    result = run_cnnlab("-m", "sweeper=tpe", space, *TINY, f"hydra.sweep.dir={tmp_path / 's'}")
+    result = run_cnnlab("-m", "sweeper=tpe", space, *TRIAL, f"hydra.sweep.dir={tmp_path / 's'}")
     assert result.returncode == 2, result.stderr
     assert words in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
@@ -189,7 +179,7 @@ def test_killed_sweep_resumes_without_repeating_finished_trials(tmp_path: Path) 
         "-m",
         "sweeper=random",
         LR,
-        *TINY,
+        *TRIAL,
         "hydra.sweeper.n_trials=2",
         f"hydra.sweep.dir={sweep}",
     ]
@@ -245,7 +235,7 @@ def test_joblib_launcher_runs_two_trials_at_once_on_shared_cores(run_cnnlab, tmp
         "launcher=joblib",
         "hydra.sweeper.n_jobs=2",
         LR,
-        *TINY,
+        *TRIAL,
         "hydra.sweeper.n_trials=2",
         f"hydra.sweep.dir={sweep}",
     )
@@ -267,7 +257,7 @@ def test_submitit_local_launcher_runs_trials_as_separate_jobs(run_cnnlab, tmp_pa
         "launcher=submitit_local",
         "hydra.sweeper.n_jobs=2",
         LR,
-        *TINY,
+        *TRIAL,
         "epochs=1",
         "hydra.sweeper.n_trials=2",
         f"hydra.sweep.dir={sweep}",
@@ -282,7 +272,7 @@ def test_submitit_local_launcher_runs_trials_as_separate_jobs(run_cnnlab, tmp_pa
 
 def test_grid_sweep_is_reported_ranked_and_its_best_config_reruns(run_cnnlab, tmp_path: Path) -> None:
     sweep = tmp_path / "grid"
-    result = run_cnnlab("-m", "lr=0.0001,0.1", *TINY, "epochs=1", f"hydra.sweep.dir={sweep}")
+    result = run_cnnlab("-m", "lr=0.0001,0.1", *TRIAL, "epochs=1", f"hydra.sweep.dir={sweep}")
     assert result.returncode == 0, result.stderr
     rows = assert_report(sweep, 2)
     accs = [float(r["best_val_acc"]) for r in rows]
@@ -325,7 +315,7 @@ def test_grid_sweep_is_reported_ranked_and_its_best_config_reruns(run_cnnlab, tm
     ],
 )
 def test_search_mistakes_fail_in_one_line(run_cnnlab, tmp_path: Path, args: list[str], words: str) -> None:
-    result = run_cnnlab(*args, *([] if args[0] == "report" else TINY))
+    result = run_cnnlab(*args, *([] if args[0] == "report" else TRIAL))
     assert result.returncode == 2, result.stderr
     assert words in result.stderr
     assert "Traceback" not in result.stderr

@@ -11,6 +11,8 @@ from cnnlab.errors import UserError
 from cnnlab.sweeps.results import best_command, best_trial_dir, load_sweep
 from cnnlab.sweeps.space import format_value, parse_search_space
 
+from conftest import random_search
+
 
 def test_overrides_become_distributions_and_fixed_values() -> None:
     space = parse_search_space(
@@ -165,22 +167,10 @@ def test_a_missing_launcher_plugin_names_the_extra_to_install() -> None:
 def test_a_dead_sweeps_finished_trials_are_recorded_and_the_rest_requeued(tmp_path: Path) -> None:
     """A sweep killed mid-batch (n_jobs=2): trial 0 had finished, trial 1 was still training."""
     import optuna
-    from omegaconf import OmegaConf
 
     from cnnlab.sweeps.study import counts_toward_budget, storage_for
-    from cnnlab.sweeps.sweeper import OptunaSweep
 
-    sweep = OptunaSweep(
-        sampler=OmegaConf.create({"_target_": "optuna.samplers.RandomSampler"}),
-        objectives=["best_val_acc"],
-        directions=["maximize"],
-        n_trials=2,
-        n_jobs=2,
-        seed=0,
-        storage=None,
-        study_name="cnnlab",
-        report_metric="val/acc",
-    )
+    sweep = random_search(n_trials=2, n_jobs=2)
     study = optuna.create_study(storage=storage_for(None, tmp_path), study_name="cnnlab", direction="maximize")
     lr = optuna.distributions.FloatDistribution(1e-3, 1, log=True)
     first, second = study.ask({"lr": lr}), study.ask({"lr": lr})
