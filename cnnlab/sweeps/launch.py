@@ -82,10 +82,11 @@ class TrialJob:
         )
 
 
-def launcher_count(value: Any, key: str, minimum: int) -> int:
-    """A hydra.launcher setting that counts something, checked: a mistake is one line before any trial starts."""
+def whole_setting(value: Any, key: str, minimum: int) -> int:
+    """A sweeper or launcher setting that counts something, checked: a mistake is one line before any trial starts.
+    `key` is the full key (hydra.launcher.n_jobs)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise UserError(f"hydra.launcher.{key}={value!r} is invalid: must be a whole number >= {minimum}")
+        raise UserError(f"{key}={value!r} is invalid: must be a whole number >= {minimum}")
     return value
 
 

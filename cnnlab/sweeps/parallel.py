@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 
 from cnnlab.errors import UserError
 from cnnlab.placement import available_cores
-from cnnlab.sweeps.launch import SlotPool, TaskRef, TrialJob, TrialLauncher, failed_return, launcher_count
+from cnnlab.sweeps.launch import SlotPool, TaskRef, TrialJob, TrialLauncher, failed_return, whole_setting
 from cnnlab.sweeps.optuna_internals import hydra_state
 
 log = logging.getLogger("cnnlab")
@@ -97,10 +97,12 @@ class ParallelLauncher(TrialLauncher):
     def __init__(
         self, n_jobs: int, trials_per_gpu: int = 1, gpus_per_trial: int = 1, cpus_per_task: int | None = None
     ) -> None:
-        self.n_jobs = n_jobs if n_jobs == -1 else launcher_count(n_jobs, "n_jobs", 1)
-        self.trials_per_gpu = launcher_count(trials_per_gpu, "trials_per_gpu", 1)
-        self.gpus_per_trial = launcher_count(gpus_per_trial, "gpus_per_trial", 1)
-        self.cpus_per_task = None if cpus_per_task is None else launcher_count(cpus_per_task, "cpus_per_task", 1)
+        self.n_jobs = n_jobs if n_jobs == -1 else whole_setting(n_jobs, "hydra.launcher.n_jobs", 1)
+        self.trials_per_gpu = whole_setting(trials_per_gpu, "hydra.launcher.trials_per_gpu", 1)
+        self.gpus_per_trial = whole_setting(gpus_per_trial, "hydra.launcher.gpus_per_trial", 1)
+        self.cpus_per_task = (
+            None if cpus_per_task is None else whole_setting(cpus_per_task, "hydra.launcher.cpus_per_task", 1)
+        )
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.hydra_context, self.config, self.task = hydra_context, config, TaskRef.of(task_function)

@@ -33,7 +33,7 @@ from cnnlab.sweeps.launch import (
     TrialLauncher,
     failed_return,
     job_run_dir,
-    launcher_count,
+    whole_setting,
 )
 from cnnlab.sweeps.optuna_internals import hydra_state
 
@@ -165,8 +165,9 @@ class SlurmLauncher(TrialLauncher):
 
     def __init__(self, **params: Any) -> None:
         self.params = {k: OmegaConf.to_container(v) if OmegaConf.is_config(v) else v for k, v in params.items()}
-        self.max_retries = launcher_count(self.params["max_num_timeout"], "max_num_timeout", 0)
-        self.in_slurm = launcher_count(self.params["array_parallelism"], "array_parallelism", 1)  # trials at once
+        self.max_retries = whole_setting(self.params["max_num_timeout"], "hydra.launcher.max_num_timeout", 0)
+        # trials in SLURM at once
+        self.in_slurm = whole_setting(self.params["array_parallelism"], "hydra.launcher.array_parallelism", 1)
         if self.params["tasks_per_node"] != 1:
             raise UserError(
                 f"hydra.launcher.tasks_per_node={self.params['tasks_per_node']} would run each trial that many times: "

@@ -25,7 +25,7 @@ from cnnlab.cli_errors import describe
 from cnnlab.errors import UserError, find_user_error
 from cnnlab.folder_lock import exclusive
 from cnnlab.run_folder import SWEEP_LOCK, SWEEP_ONLY, RunStatus, override_key, read_metrics
-from cnnlab.sweeps.launch import BatchLaunch, TrialLauncher, job_run_dir, trial_launcher
+from cnnlab.sweeps.launch import BatchLaunch, TrialLauncher, job_run_dir, trial_launcher, whole_setting
 from cnnlab.sweeps.optuna_internals import job_error, live_trial
 from cnnlab.sweeps.space import SearchSpace, parse_search_space
 from cnnlab.sweeps.study import check_objectives, counts_toward_budget, objective_values, requeue, storage_for
@@ -40,12 +40,6 @@ INTERRUPTED = "the sweep was interrupted; run the same command again to continue
 
 class SweepInterrupted(UserError):
     exit_code = 130
-
-
-def _whole(value: Any, key: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise UserError(f"hydra.sweeper.{key}={value!r} is invalid: must be a whole number >= {minimum}")
-    return value
 
 
 def _first_value(distribution: optuna.distributions.BaseDistribution) -> Any:
@@ -89,9 +83,9 @@ class OptunaSweep:
     ) -> None:
         self.sampler_cfg = sampler
         self.objectives = check_objectives(objectives, directions)
-        self.n_trials = _whole(n_trials, "n_trials", 1)
-        self.n_jobs = _whole(n_jobs, "n_jobs", 1)
-        self.seed = _whole(seed, "seed", 0)
+        self.n_trials = whole_setting(n_trials, "hydra.sweeper.n_trials", 1)
+        self.n_jobs = whole_setting(n_jobs, "hydra.sweeper.n_jobs", 1)
+        self.seed = whole_setting(seed, "hydra.sweeper.seed", 0)
         self.storage = storage
         self.study_name = str(study_name)
         self.params = {str(k): str(v) for k, v in (params or {}).items()}

@@ -240,7 +240,6 @@ class Trainer:
         loss_sum = torch.tensor(carried.loss_sum, device=self.device, dtype=torch.float64)
         correct = torch.tensor(carried.correct, device=self.device, dtype=torch.long)
         seen, resumed_seen = carried.seen, pos.seen
-        stopping = False
         start = time.perf_counter()
         steady_from, steady_start = None, start  # timing after the warm-up steps, for the budget's re-plans
         window_from, window_start = None, start
@@ -266,7 +265,7 @@ class Trainer:
                         window_from, window_start = step, now
                 agreed = self._agree(loss_value, loss_sum, correct, seen, time_up)
                 self._check_loss(agreed.loss, step)
-                stopping, time_up = agreed.stop, agreed.time_up
+                time_up = agreed.time_up
                 if self.histograms:
                     self._record_grad_norms()
                 elapsed = time.perf_counter() - start
@@ -280,7 +279,7 @@ class Trainer:
                         "global_step": self.global_step,  # optimizer steps since the run began: loggers' x axis
                     },
                 )
-                if stopping and step < len(loader):
+                if agreed.stop and step < len(loader):
                     self.position = EpochPosition(
                         step, agreed.loss_sum, agreed.correct, agreed.seen, batches.generator_state()
                     )
