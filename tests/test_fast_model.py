@@ -139,6 +139,40 @@ def test_maxpool_all_pools_every_stage() -> None:
         EfficientCNN(**{**FAST_LAYOUT, "image_size": [16, 16]})
 
 
+def test_pool_before_norm_pools_inside_the_opening_blocks() -> None:
+    """The same maps and weights as pooling after the block, with BatchNorm and the activation on the pooled maps:
+    with frozen BN scales (positive) and ReLU, both orders compute the same function in eval mode."""
+    # (widths that change at every opening: a residual opening block would add its input before the outer pool)
+    layout = {**FAST_LAYOUT, "widths": [64, 128, 256], "activation": "relu", "bn_frozen_scale": True}
+    after = EfficientCNN(**layout)
+    inside = EfficientCNN(**layout, pool_before_norm=True)
+    assert sum(isinstance(m, nn.MaxPool2d) for m in inside.modules()) == 3
+    assert not any(isinstance(layer, nn.MaxPool2d) for layer in inside.features)  # all inside the blocks
+    openings = [block for block in inside.features if getattr(block, "residual", None) is False]
+    assert len(openings) == 3 and all(not b.residual for b in openings)
+    # the same parameters under new names: copy them across in order, then compare outputs
+    for norm in (m for m in after.modules() if isinstance(m, nn.BatchNorm2d)):
+        norm.running_mean.uniform_(-0.5, 0.5)
+        norm.bias.data.uniform_(-0.5, 0.5)
+    assert [p.shape for p in after.state_dict().values()] == [p.shape for p in inside.state_dict().values()]
+    inside.load_state_dict(dict(zip(inside.state_dict(), after.state_dict().values())))
+    after.eval(), inside.eval()
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(after(x), inside(x), atol=1e-5)
+    # a depthwise-separable opening pools after its depthwise conv: the pointwise conv runs on the pooled maps
+    separable = EfficientCNN(**{**layout, "blocks": ["conv", "ds", "ds"]}, pool_before_norm=True)
+    opening = separable.features[4]
+    assert isinstance(opening.depthwise[1], nn.MaxPool2d) and not opening.residual
+    assert opening(torch.randn(1, 64, 15, 15)).shape == (1, 128, 7, 7)
+
+
+def test_max_head_takes_the_largest_response() -> None:
+    model = EfficientCNN(**FAST_LAYOUT, head_pool="max").eval()
+    features = model.features(torch.randn(2, 3, 32, 32))
+    expected = model.head[-1](features.flatten(2).max(dim=2).values)
+    assert torch.allclose(model.head(features), expected)
+
+
 def test_batchnorm_momentum_and_frozen_scale_reach_every_batchnorm() -> None:
     model = EfficientCNN(**{**FAST_LAYOUT, "blocks": ["conv", "ds", "ds"], "bn_momentum": 0.6, "bn_frozen_scale": True})
     norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
@@ -162,6 +196,8 @@ def test_batchnorm_momentum_and_frozen_scale_reach_every_batchnorm() -> None:
         ({"bn_momentum": 0}, r"model.bn_momentum=0 is invalid: must be a number in \(0, 1\]"),
         ({"bn_momentum": 1.5}, "model.bn_momentum=1.5 is invalid"),
         ({"bn_frozen_scale": "no"}, "model.bn_frozen_scale='no' is invalid"),
+        ({"pool_before_norm": 1}, "model.pool_before_norm=1 is invalid: must be true or false"),
+        ({"head_pool": "mean"}, "model.head_pool='mean' is unknown; choose one of avg, max"),
     ],
 )
 def test_bad_model_values_are_user_errors(override: dict, message: str) -> None:

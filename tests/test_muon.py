@@ -17,7 +17,7 @@ from cnnlab.config.validate import validate_train_config
 from cnnlab.errors import UserError
 from cnnlab.training.components import build_model, configured_optimizer
 from cnnlab.training.finetune import head_module
-from cnnlab.training.muon import MUON, MuonWithSGD
+from cnnlab.training.muon import MUON, Muon, MuonWithSGD, orthogonalise
 
 
 def schedule(step: int) -> float:
@@ -41,7 +41,7 @@ def test_filters_get_muons_update_and_the_rest_sgds_under_one_schedule(memory_fo
     adapter = MuonWithSGD(
         [{"params": [bias]}, {"params": [filters], MUON: True}], lr=0.1, muon_lr=0.03, weight_decay=0.01
     )
-    muon = torch.optim.Muon([matrix], lr=0.03, momentum=0.95, weight_decay=0.01)
+    muon = Muon([matrix], lr=0.03, momentum=0.95, weight_decay=0.01)
     sgd = torch.optim.SGD([bias_ref], lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)
     schedules = [LambdaLR(opt, schedule) for opt in (adapter, muon, sgd)]
     for _ in range(3):
@@ -55,6 +55,31 @@ def test_filters_get_muons_update_and_the_rest_sgds_under_one_schedule(memory_fo
         assert torch.equal(filters.detach().permute(order).reshape(8, -1), matrix.detach())
         assert torch.equal(bias.detach(), bias_ref.detach())
     assert [g["lr"] for g in adapter.param_groups] == [0.1 * schedule(3), 0.03 * schedule(3)]
+
+
+@pytest.mark.parametrize("shape", [(8, 27), (27, 8)])
+def test_muon_follows_torchs_muon_in_float32(shape: tuple[int, int]) -> None:
+    """The same steps as torch.optim.Muon up to its bfloat16 rounding, and computed in float32 on the CPU: a float64
+    run of the same iterations agrees to float32 precision, which bfloat16 (8 bits of mantissa) cannot."""
+    torch.manual_seed(0)
+    start = torch.randn(*shape)
+    ours, torchs = nn.Parameter(start.clone()), nn.Parameter(start.clone())
+    optimizers = [Muon([ours], lr=0.02, weight_decay=0.01), torch.optim.Muon([torchs], lr=0.02, weight_decay=0.01)]
+    for _ in range(3):
+        grad = torch.randn(*shape)
+        for param, optimizer in zip((ours, torchs), optimizers):
+            param.grad = grad.clone()
+            optimizer.step()
+    assert torch.allclose(ours, torchs, atol=2e-3) and not torch.equal(ours, torchs)
+    assert optimizers[0].state_dict()["state"][0].keys() == optimizers[1].state_dict()["state"][0].keys()
+    update = torch.randn(*shape)
+    coefficients = (3.4445, -4.775, 2.0315)
+    result = orthogonalise(update, coefficients, 5, 1e-7)
+    assert result.dtype == torch.float32 and result.shape == shape
+    exact = orthogonalise(update.double(), coefficients, 5, 1e-7)
+    assert exact.dtype == torch.float64 and torch.allclose(result.double(), exact, atol=1e-5)
+    singular = torch.linalg.svdvals(result)
+    assert singular.min() > 0.5 and singular.max() < 1.5  # pushed towards 1 from a spread-out start
 
 
 def test_configured_groups_send_hidden_filters_to_muon_and_head_to_sgd(compose_train) -> None:

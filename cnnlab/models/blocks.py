@@ -14,7 +14,8 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 
 
 class ConvBNAct(nn.Sequential):
-    """Convolution without bias (BatchNorm supplies it), BatchNorm, then an optional activation."""
+    """Convolution without bias (BatchNorm supplies it), an optional 2x2 max-pool, BatchNorm, then an optional
+    activation. Pooling right after the convolution runs BatchNorm and the activation on a quarter of the pixels."""
 
     def __init__(
         self,
@@ -24,9 +25,11 @@ class ConvBNAct(nn.Sequential):
         stride: int = 1,
         groups: int = 1,
         act: Callable[[], nn.Module] | None = None,
+        pool: bool = False,
     ) -> None:
         super().__init__(
             nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, groups=groups, bias=False),
+            *([nn.MaxPool2d(2)] if pool else []),
             nn.BatchNorm2d(out_channels),
             *([act()] if act is not None else []),
         )
@@ -38,6 +41,14 @@ class GlobalAvgPool(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.mean(dim=(2, 3))
+
+
+class GlobalMaxPool(nn.Module):
+    """Maximum over the spatial dimensions, (N, C, H, W) -> (N, C): each channel reports its strongest response
+    anywhere in the image (the fast CIFAR-10 recipes' head)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.amax(dim=(2, 3))
 
 
 class SqueezeExcite(nn.Module):
@@ -56,7 +67,8 @@ class SqueezeExcite(nn.Module):
 
 
 class DepthwiseSeparable(nn.Module):
-    """Depthwise kxk conv, BN, act, optional squeeze-excite, pointwise 1x1 conv, BN; residual when shapes match."""
+    """Depthwise kxk conv, [2x2 max-pool], BN, act, optional squeeze-excite, pointwise 1x1 conv, BN; residual when
+    shapes match."""
 
     def __init__(
         self,
@@ -66,12 +78,15 @@ class DepthwiseSeparable(nn.Module):
         kernel_size: int,
         act: Callable[[], nn.Module],
         se_ratio: float = 0.0,
+        pool: bool = False,
     ) -> None:
         super().__init__()
-        self.depthwise = ConvBNAct(in_channels, in_channels, kernel_size, stride, groups=in_channels, act=act)
+        self.depthwise = ConvBNAct(
+            in_channels, in_channels, kernel_size, stride, groups=in_channels, act=act, pool=pool
+        )
         self.se = SqueezeExcite(in_channels, se_ratio) if se_ratio > 0 else nn.Identity()
         self.pointwise = ConvBNAct(in_channels, out_channels, 1)
-        self.residual = stride == 1 and in_channels == out_channels
+        self.residual = stride == 1 and not pool and in_channels == out_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.pointwise(self.se(self.depthwise(x)))
@@ -79,7 +94,8 @@ class DepthwiseSeparable(nn.Module):
 
 
 class ConvBlock(nn.Module):
-    """Dense kxk conv, BN, act; residual when shapes match. Cheaper in wall time than depthwise at high resolution."""
+    """Dense kxk conv, [2x2 max-pool], BN, act; residual when shapes match. Cheaper in wall time than depthwise at
+    high resolution."""
 
     def __init__(
         self,
@@ -89,11 +105,12 @@ class ConvBlock(nn.Module):
         kernel_size: int,
         act: Callable[[], nn.Module],
         se_ratio: float = 0.0,
+        pool: bool = False,
     ) -> None:
         super().__init__()
-        self.conv = ConvBNAct(in_channels, out_channels, kernel_size, stride, act=act)
+        self.conv = ConvBNAct(in_channels, out_channels, kernel_size, stride, act=act, pool=pool)
         self.se = SqueezeExcite(out_channels, se_ratio) if se_ratio > 0 else nn.Identity()
-        self.residual = stride == 1 and in_channels == out_channels
+        self.residual = stride == 1 and not pool and in_channels == out_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.se(self.conv(x))

@@ -1,4 +1,4 @@
-"""The efficient CNN: stem, stages of configurable blocks, global average pooling, linear head."""
+"""The efficient CNN: stem, stages of configurable blocks, global average (or max) pooling, linear head."""
 
 from collections.abc import Callable, Sequence
 
@@ -6,7 +6,15 @@ import torch
 from torch import nn
 
 from cnnlab.errors import UserError
-from cnnlab.models.blocks import ACTIVATIONS, BLOCKS, ConvBNAct, GlobalAvgPool, configure_batchnorm, init_identity
+from cnnlab.models.blocks import (
+    ACTIVATIONS,
+    BLOCKS,
+    ConvBNAct,
+    GlobalAvgPool,
+    GlobalMaxPool,
+    configure_batchnorm,
+    init_identity,
+)
 from cnnlab.models.checks import fraction, odd_kernel, whole, whole_list
 from cnnlab.models.whitening import PATCH_SIZE, PatchWhitening
 
@@ -18,6 +26,8 @@ DOWNSAMPLING = ("stride", "maxpool", "maxpool_all")
 STEMS = ("conv", "whiten")
 # Convolution init: PyTorch's default, or the identity on the first channels (dirac)
 INITS = ("default", "dirac")
+# How the head reduces the last maps to one vector: their mean, or their maximum
+HEAD_POOLS = {"avg": GlobalAvgPool, "max": GlobalMaxPool}
 
 
 class EfficientCNN(nn.Module):
@@ -42,12 +52,15 @@ class EfficientCNN(nn.Module):
         init: str = "default",
         bn_momentum: float = 0.1,
         bn_frozen_scale: bool = False,
+        pool_before_norm: bool = False,
+        head_pool: str = "avg",
     ) -> None:
         super().__init__()
         for key, value, options in (
             ("downsample", downsample, DOWNSAMPLING),
             ("stem", stem, STEMS),
             ("init", init, INITS),
+            ("head_pool", head_pool, HEAD_POOLS),
         ):
             if value not in options:
                 raise UserError(f"model.{key}={value!r} is unknown; choose one of {', '.join(options)}")
@@ -61,8 +74,9 @@ class EfficientCNN(nn.Module):
         se_ratios = _per_stage(se_ratio, len(widths))
         _check_stages(widths, depths, blocks, se_ratios, image_size, stem, downsample)
         bn_momentum = _momentum(bn_momentum)
-        if not isinstance(bn_frozen_scale, bool):
-            raise UserError(f"model.bn_frozen_scale={bn_frozen_scale!r} is invalid: must be true or false")
+        for key, flag in (("bn_frozen_scale", bn_frozen_scale), ("pool_before_norm", pool_before_norm)):
+            if not isinstance(flag, bool):
+                raise UserError(f"model.{key}={flag!r} is invalid: must be true or false")
         if activation not in ACTIVATIONS:
             raise UserError(f"model.activation={activation!r} is unknown; choose one of {', '.join(ACTIVATIONS)}")
         act = ACTIVATIONS[activation]
@@ -71,13 +85,16 @@ class EfficientCNN(nn.Module):
             for repeat in range(depth):
                 opens = repeat == 0 and (index > 0 or downsample == "maxpool_all")  # this block halves the maps
                 stride = 2 if opens and downsample == "stride" else 1
-                layers.append(BLOCKS[kind](channels, width, stride, kernel_size, act, se_ratio=ratio))
-                if opens and downsample != "stride":
+                pools = opens and downsample != "stride"
+                inner_pool = pools and pool_before_norm  # pooled between the block's first conv and its BatchNorm
+                layers.append(BLOCKS[kind](channels, width, stride, kernel_size, act, se_ratio=ratio, pool=inner_pool))
+                if pools and not pool_before_norm:
                     layers.append(nn.MaxPool2d(2))
                 channels = width
         self.features = nn.Sequential(*layers)
         # (the Flatten after the pool keeps the layer indices of earlier versions, so their checkpoints still load)
-        self.head = nn.Sequential(GlobalAvgPool(), nn.Flatten(), nn.Dropout(dropout), nn.Linear(channels, num_classes))
+        pool = HEAD_POOLS[head_pool]()
+        self.head = nn.Sequential(pool, nn.Flatten(), nn.Dropout(dropout), nn.Linear(channels, num_classes))
         if init == "dirac":
             init_identity(self)
         configure_batchnorm(self, bn_momentum, bn_frozen_scale)

@@ -6,14 +6,19 @@ convolution's filters reach it as a matrix, out_channels x (in_channels * kh * k
 memory: Muon's in-place update is the filters' update. The loop, the schedule, the grad scaler and the
 checkpoints see one optimizer whose param_groups hold the real parameters and their learning rates; those
 are copied into the two inner optimizers before each step, so the schedule scales both parts.
+
+torch.optim.Muon orthogonalises in bfloat16, which CPUs without bfloat16 units multiply 10-25x slower than
+float32: on such a core its step took 45% of a 33 M-MAC network's training step. `Muon` below is the same
+algorithm with the orthogonalisation in bfloat16 on CUDA only and in float32 elsewhere.
 """
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import nn
-from torch.optim import SGD, Muon, Optimizer
+from torch.optim import SGD, Optimizer
 
 MUON = "muon"  # the param-group key that hands a group's parameters to Muon
 MATRIX_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)  # layers whose weight is a matrix (of filters)
@@ -62,8 +67,54 @@ def matrix_view(param: nn.Parameter) -> tuple[torch.Tensor, tuple[int, ...]]:
     return param.detach().permute(0, *order).view(param.shape[0], -1), order
 
 
+def orthogonalise(
+    update: torch.Tensor, coefficients: tuple[float, float, float], steps: int, eps: float
+) -> torch.Tensor:
+    """torch.optim.Muon's quintic Newton-Schulz iterations, which push every singular value of `update` towards 1,
+    in bfloat16 on CUDA (fast there) and in at least float32 elsewhere; the result has `update`'s dtype."""
+    a, b, c = coefficients
+    x = update.to(torch.bfloat16 if update.is_cuda else torch.promote_types(update.dtype, torch.float32))
+    tall = x.shape[0] > x.shape[1]
+    if tall:
+        x = x.T  # iterate on the smaller Gram matrix
+    x = x / x.norm().clamp(min=eps)
+    for _ in range(steps):
+        gram = x @ x.T
+        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return (x.T if tall else x).to(update.dtype)
+
+
+class Muon(torch.optim.Muon):
+    """torch.optim.Muon (same settings, state and checkpoints) whose orthogonalisation runs in float32 off CUDA.
+
+    Only the default learning-rate adjustment is supported: lr x sqrt(max(1, rows / columns)).
+    """
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            if group["adjust_lr_fn"] not in (None, "original"):
+                raise ValueError(f"adjust_lr_fn={group['adjust_lr_fn']!r} is not supported")
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                momentum, grad = group["momentum"], param.grad
+                buffer = self.state[param].setdefault("momentum_buffer", torch.zeros_like(grad))
+                buffer.lerp_(grad, 1 - momentum)
+                update = grad.lerp(buffer, momentum) if group["nesterov"] else buffer
+                update = orthogonalise(update, group["ns_coefficients"], group["ns_steps"], group["eps"])
+                rows, columns = param.shape
+                param.mul_(1 - group["lr"] * group["weight_decay"])
+                param.add_(update, alpha=-group["lr"] * math.sqrt(max(1.0, rows / columns)))
+        return loss
+
+
 class MuonWithSGD(Optimizer):
-    """torch.optim.Muon over the param groups marked `muon` (as matrix views), torch.optim.SGD over the others.
+    """Muon over the param groups marked `muon` (as matrix views), torch.optim.SGD over the others.
 
     `lr` is SGD's learning rate; a Muon group's learning rate is `muon_lr` times the group's own factor
     (a group with lr = 0.1 x lr gets 0.1 x muon_lr). Weight decay follows each optimizer's own rule: added to
