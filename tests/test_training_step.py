@@ -116,6 +116,14 @@ def test_budget_replans_from_the_measured_epoch() -> None:
         BudgetPlan(budget_s=100.0, steps_per_epoch=10, step_s=1.0, eval_s=0.5, final_eval_s=0.5), total_steps=52
     )
     assert small.replan(used_s=99.5, done_steps=50, step_s=1.0, eval_s=0.5) == 52  # 2.5 s over: finished
+    # the probe ran on a busy machine: 10 s per validation, 40 s for the last one with TTA. The first epoch's
+    # validation took 2.5 s, so the last one is expected to take 10 s, not 40 s (which left room for 50 steps)
+    busy = StepBudget(
+        BudgetPlan(budget_s=100.0, steps_per_epoch=10, step_s=1.0, eval_s=10.0, final_eval_s=40.0), total_steps=20
+    )
+    assert busy.replan(used_s=12.5, done_steps=10, step_s=1.0, eval_s=2.5) == 72  # 62 steps + 6 x 2.5 + 10 = 87 s
+    assert busy.plan.final_eval_s == 10.0
+    assert busy.replan(used_s=20.0, done_steps=15, step_s=1.0) == 70  # mid-epoch: the validation times hold
     large = StepBudget(
         BudgetPlan(budget_s=100.0, steps_per_epoch=10, step_s=1.0, eval_s=0.5, final_eval_s=0.5), total_steps=60
     )

@@ -58,7 +58,10 @@ class BudgetPlan:
         return max(done_steps + low, 1)
 
     def measured(self, step_s: float, eval_s: float) -> "BudgetPlan":
-        return BudgetPlan(self.budget_s, self.steps_per_epoch, step_s, eval_s, self.final_eval_s)
+        """The plan at a measured pace. The last validation (with TTA) runs only once, at the end, so its time
+        follows the measured validations: a probe slowed by a busy machine no longer reserves too much for it."""
+        final_eval_s = self.final_eval_s * eval_s / self.eval_s if self.eval_s > 0 else self.final_eval_s
+        return BudgetPlan(self.budget_s, self.steps_per_epoch, step_s, eval_s, final_eval_s)
 
 
 def probe_plan(

@@ -56,6 +56,8 @@ ADDED_LATER = {
     "dataset.augment.flip_mode": "random",
     "dataset.augment.pad_mode": "zeros",
     "trainer.sync_batchnorm": False,
+    "model.pool_before_norm": False,
+    "model.head_pool": "avg",
 }
 # Keys whose older spellings mean the same setting: compared in the one spelling these functions return
 SPELLINGS = {"trainer.tta": tta_level}  # true/false were flip/none before TTA had levels
