@@ -67,6 +67,14 @@ def matrix_view(param: nn.Parameter) -> tuple[torch.Tensor, tuple[int, ...]]:
     return param.detach().permute(0, *order).view(param.shape[0], -1), order
 
 
+def closure_loss(closure: Any) -> Any:
+    """What an optimizer step's closure returns, evaluated with gradients on; None without a closure."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 def orthogonalise(
     update: torch.Tensor, coefficients: tuple[float, float, float], steps: int, eps: float
 ) -> torch.Tensor:
@@ -92,10 +100,7 @@ class Muon(torch.optim.Muon):
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
             if group["adjust_lr_fn"] not in (None, "original"):
                 raise ValueError(f"adjust_lr_fn={group['adjust_lr_fn']!r} is not supported")
@@ -153,10 +158,7 @@ class MuonWithSGD(Optimizer):
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:
         """Copy each group's learning rate and weight decay inward, hand Muon the gradients as matrices, step both."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for outer, inner in zip(self.param_groups, self._inner_groups(), strict=True):
             inner["lr"], inner["weight_decay"] = outer["lr"], outer["weight_decay"]
         for param, (view, order) in self._matrices.items():
