@@ -126,6 +126,7 @@ def test_two_processes_give_one_run_folder_and_the_one_process_result(reference:
     assert abs(alone["history"][-1]["train/loss"] - reference["history"][-1]["train/loss"]) <= 0.1
 
 
+@pytest.mark.slow  # 25 s: the two-process run again, started by torchrun
 def test_torchrun_runs_the_same_run(reference: dict, tmp_path: Path) -> None:
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "cnnlab"]
     code, _, err = finish(start(RUN, tmp_path, torchrun))
@@ -162,6 +163,7 @@ def checkpointed_epoch(run: Path) -> int:
         return 0
 
 
+@pytest.mark.slow  # 75 s: two interrupted two-process runs and their resumes (tests/test_resume.py covers one process)
 def test_ctrl_c_then_sigkill_of_the_whole_job_each_resume_exactly(reference: dict, tmp_path: Path) -> None:
     run = tmp_path / "run"
     job = start([*PARALLEL, f"hydra.run.dir={run}"], tmp_path)
@@ -187,6 +189,7 @@ def test_ctrl_c_then_sigkill_of_the_whole_job_each_resume_exactly(reference: dic
     assert comparable(metrics(run)) == comparable(reference)  # as if never stopped
 
 
+@pytest.mark.slow  # 20 s: a two-process run whose rank 1 is killed
 def test_a_rank_that_dies_stops_the_others_with_one_line(tmp_path: Path) -> None:
     run = tmp_path / "run"
     job = start([*PARALLEL, "epochs=20", f"hydra.run.dir={run}"], tmp_path)
@@ -213,6 +216,7 @@ def test_under_torchrun_only_a_training_run_starts(args: list[str], tmp_path: Pa
     assert not (tmp_path / "outputs").exists()
 
 
+@pytest.mark.slow  # 40 s: a two-process run with a time budget
 def test_every_rank_follows_rank_0s_time_budget_plan(tmp_path: Path) -> None:
     run = tmp_path / "run"
     code, _, err = finish(

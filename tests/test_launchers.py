@@ -188,6 +188,7 @@ def test_hydra_state_travels_to_another_process_without_omegaconfs_resolvers() -
     assert isinstance(BaseContainer._resolvers, dict) and "oc.env" in BaseContainer._resolvers
 
 
+@pytest.mark.slow  # 45 s: a fresh Python per trial (test_search.py's joblib test runs trials in parallel too)
 def test_parallel_launcher_runs_a_search_in_fresh_processes(run_cnnlab, tmp_path: Path) -> None:
     search = run_cnnlab(
         "-m",

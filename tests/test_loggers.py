@@ -88,6 +88,7 @@ def test_a_logger_whose_package_is_missing_is_a_one_line_error(
     assert validate_train_config(compose_train([*TINY, "logger.tensorboard=null"])) is None  # one logger dropped
 
 
+@pytest.mark.slow  # 25 s: a run stopped and resumed
 def test_csv_of_a_resumed_run_has_each_epoch_once(run_cnnlab, tmp_path: Path) -> None:
     run = tmp_path / "run"
     first = run_cnnlab("train", *TINY, "epochs=1", "logger=csv", f"hydra.run.dir={run}")
@@ -127,6 +128,7 @@ def wandb_values(records: list[Any], kind: str) -> list[dict[str, Any]]:
     return [{item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in each} for each in items]
 
 
+@pytest.mark.slow  # 35 s: a run stopped and resumed with wandb
 def test_wandb_offline_run_is_written_and_resume_continues_it(run_cnnlab, tmp_path: Path) -> None:
     pytest.importorskip("wandb")
     env = {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}
@@ -153,6 +155,7 @@ def test_wandb_offline_run_is_written_and_resume_continues_it(run_cnnlab, tmp_pa
     assert [(a.name, a.type) for a in artifacts] == [(f"model-{run_id}", "model")]
 
 
+@pytest.mark.slow  # 50 s: a sweep, then a trial resumed, with mlflow
 def test_mlflow_sweep_is_a_parent_run_and_resume_continues_a_trial(run_cnnlab, tmp_path: Path) -> None:
     mlflow = pytest.importorskip("mlflow")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -91,6 +91,7 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path: Path) -> None:
     assert log.count("epoch 1 |") == 1 and "resuming" in log
 
 
+@pytest.mark.slow  # 35 s: a run interrupted and resumed (the SIGKILL test stays in the default suite)
 def test_sigint_stops_after_the_step_and_resumes_mid_epoch(tmp_path: Path) -> None:
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     reference = cnnlab(*RUN, "epochs=2", f"hydra.run.dir={straight}", cwd=tmp_path)

@@ -64,6 +64,7 @@ def test_init_from_another_class_count_loads_the_body_and_replaces_the_head(run_
     assert any("running_mean" in k for k in backbone(after))
 
 
+@pytest.mark.slow  # 40 s: a run stopped across the unfreeze and resumed
 def test_gradual_trains_the_head_first_then_everything_and_resumes_across_the_unfreeze(
     run_cnnlab, source_run, tmp_path
 ) -> None:

@@ -147,6 +147,7 @@ def test_bad_averaging_settings_are_one_line_errors(compose_train, override: str
         validate_train_config(compose_train([override]))
 
 
+@pytest.mark.slow  # 50 s: a run stopped and resumed, and one uninterrupted
 def test_cli_run_with_ema_and_muon_interrupted_and_resumed_is_bit_identical(run_cnnlab, tmp_path: Path) -> None:
     """Both new states at once (one run set instead of two): the average, the training weights and both of
     optimizer=muon's parts continue exactly."""
