@@ -1,12 +1,18 @@
 """Shared helpers: compose cnnlab's configs with Hydra's compose API and run the installed `cnnlab` command."""
 
+import logging
 import os
+import random
 import shutil
+import signal
 import subprocess
 import sys
+import traceback
+import warnings
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from hydra import compose, initialize_config_module
@@ -135,3 +141,145 @@ def run_cnnlab(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
 def run_dirs(root: Path) -> list[Path]:
     """Every run folder (the ones holding a .hydra snapshot) under `root`, sorted."""
     return sorted(p.parent for p in root.rglob(".hydra"))
+
+
+# The warning filters a fresh interpreter starts with (no -W, no PYTHONWARNINGS): what a `cnnlab` process would print
+FRESH_INTERPRETER_WARNINGS = (
+    ("default", DeprecationWarning, "__main__"),
+    ("ignore", DeprecationWarning, ""),
+    ("ignore", PendingDeprecationWarning, ""),
+    ("ignore", ImportWarning, ""),
+    ("ignore", ResourceWarning, ""),
+)
+
+
+@contextmanager
+def logging_restored() -> Iterator[None]:
+    """Undo Hydra's logging setup afterwards: it replaces the root logger's handlers (pytest's among them) with the
+    run's console and train.log handlers, which would otherwise stay open and log every later test in the worker."""
+    manager = logging.root.manager
+    loggers = [logging.root, *(lg for lg in manager.loggerDict.values() if isinstance(lg, logging.Logger))]
+    saved = {lg: (lg.level, list(lg.handlers), lg.propagate, lg.disabled) for lg in loggers}
+    kept = {h for _, handlers, _, _ in saved.values() for h in handlers}
+    disabled = manager.disable
+    try:
+        yield
+    finally:
+        now = [logging.root, *(lg for lg in manager.loggerDict.values() if isinstance(lg, logging.Logger))]
+        for logger in now:
+            for handler in logger.handlers:
+                if handler not in kept:
+                    handler.close()
+            level, handlers, propagate, off = saved.get(logger, (logging.NOTSET, [], True, False))
+            logger.handlers = handlers
+            logger.propagate, logger.disabled = propagate, off
+            logger.setLevel(level)
+        logging.disable(disabled)
+
+
+@contextmanager
+def process_state_restored(cwd: Path, env: dict[str, str], argv: list[str]) -> Iterator[None]:
+    """Run in `cwd` with `env` and `argv`, then put back all the process-wide state a cnnlab command changes.
+
+    That is the working folder, environment (cnnlab sets HYDRA_FULL_ERROR, a deterministic run
+    CUBLAS_WORKSPACE_CONFIG), sys.argv, Hydra's global state and plugin list, logging, signal handlers, torch's thread
+    count and determinism flags, and the global random generators a run seeds; so the next test in the worker sees
+    none of it. (torch.set_flush_denormal, which a CPU run turns on, has no getter; in-process training does the same.)
+    """
+    import numpy as np
+    import torch
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.plugins import Plugins
+    from hydra.core.singleton import Singleton
+    from hydra.initialize import get_gh_backup, restore_gh_from_backup
+
+    old_cwd, old_env, old_argv = os.getcwd(), dict(os.environ), sys.argv
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    rng = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+    hydra_backup, hydra_config = get_gh_backup(), HydraConfig.instance().cfg
+    GlobalHydra.instance().clear()  # a fresh process has no Hydra initialised (compose_train's would refuse a run)
+    # nor a plugin list: one scanned by an earlier compose lacks the sweeper that cnnlab.cli exposes before its scan
+    plugins = Singleton._instances.pop(Plugins, None)
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+    sys.argv = argv
+    try:
+        with logging_restored():
+            yield
+    finally:
+        GlobalHydra.instance().clear()
+        if hydra_backup is not None:
+            restore_gh_from_backup(hydra_backup)
+        HydraConfig.instance().cfg = hydra_config
+        Singleton._instances.pop(Plugins, None)
+        if plugins is not None:
+            Singleton._instances[Plugins] = plugins
+        os.chdir(old_cwd)
+        os.environ.clear()
+        os.environ.update(old_env)
+        sys.argv = old_argv
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
+        random.setstate(rng[0])
+        np.random.set_state(rng[1])
+        torch.set_rng_state(rng[2])
+
+
+def call_cli(args: list[str], cwd: Path, env: dict | None = None, data_under: Path | None = None) -> tuple[int, str]:
+    """`cnnlab *args` in this interpreter: (exit code, the warnings a fresh `cnnlab` process would have printed).
+
+    The same entry point as the console script (cnnlab.cli:main) in the same environment as run_cli, without the
+    5-8 s a new interpreter spends importing torch. Output goes to this process's stdout and stderr; an exception
+    that would end the process is printed there as its traceback, with exit code 1.
+    """
+    from cnnlab.cli import main
+
+    code: Any = 0
+    with (
+        process_state_restored(cwd, {**cli_env(data_under or cwd), **(env or {})}, ["cnnlab", *args]),
+        warnings.catch_warnings(record=True) as caught,
+    ):
+        warnings.resetwarnings()
+        for action, category, module in reversed(FRESH_INTERPRETER_WARNINGS):
+            warnings.filterwarnings(action, category=category, module=module)
+        try:
+            main(list(args))
+        except SystemExit as exit_:
+            code = exit_.code
+        except Exception:  # what the interpreter would print on its way out
+            traceback.print_exc()
+            code = 1
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):  # sys.exit("message"): printed, and the status is 1
+        print(code, file=sys.stderr)
+        code = 1
+    warned = "".join(warnings.formatwarning(w.message, w.category, w.filename, w.lineno, w.line) for w in caught)
+    return code, warned
+
+
+@pytest.fixture
+def cli_in_process(capfd: pytest.CaptureFixture[str]) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """cli_in_process(args, cwd, env=None, data_under=None): run_cli's result, from `cnnlab` run in this process.
+
+    For the many short commands (mistakes that fail in their config check) whose cost would be the interpreter's
+    start-up; run_cli stays the test of the installed command itself.
+    """
+
+    def run(
+        args: list[str], cwd: Path, env: dict | None = None, data_under: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        capfd.readouterr()  # what the test printed before is not the command's
+        code, warned = call_cli(args, cwd, env, data_under)
+        out, err = capfd.readouterr()
+        return subprocess.CompletedProcess(["cnnlab", *args], code, out, warned + err)
+
+    return run

@@ -3,6 +3,11 @@
 Each case must exit with code 2 and print exactly one line, `cnnlab: error: ...`, that names the
 problem and the fix, with no Python traceback. Paths in a case's arguments are placeholders filled in
 from a shared set of files (a finished run, a broken image folder, a damaged checkpoint, ...).
+
+Most cases call the console script's function (cnnlab.cli:main) in this process, with the command's
+environment, folder and arguments: a new interpreter per case spent 5-8 s importing torch, for
+mistakes that fail in well under a second. The cases in REAL_PROCESS, one per way an error reaches
+the user, run the installed `cnnlab` command itself.
 """
 
 import json
@@ -17,6 +22,7 @@ from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from conftest import call_cli
 from conftest import run_cli as run
 
 SMOKE = ["experiment=smoke", "dataset.train_size=400", "dataset.val_size=100", "dataset.test_size=100", "epochs=1"]
@@ -335,8 +341,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("bad-input")
     made = {"tmp": tmp, "run": tmp / "run", "a_file": tmp / "a-file"}
     made["a_file"].write_text("not a folder")
-    finished = run(["train", *SMOKE, "lr=0.1", f"hydra.run.dir={made['run']}"], tmp)
-    assert finished.returncode == 0, finished.stderr
+    code, _ = call_cli(["train", *SMOKE, "lr=0.1", f"hydra.run.dir={made['run']}"], tmp)
+    assert code == 0, "the run the cases start from failed: see the captured output"
     checkpoint = made["run"] / "checkpoints" / "last.pt"
 
     def copy_run(name: str) -> Path:
@@ -432,13 +438,22 @@ def test_the_catalogue_covers_at_least_30_mistakes() -> None:
     assert len(CASES) >= 30
 
 
+# Run by the installed command: a mistake caught before Hydra starts (cnnlab.cli), one in Hydra's composition and
+# config check, and one inside a task's job (Hydra's logging set up, the error carried out as UserErrorExit)
+REAL_PROCESS = {"unknown task", "unknown key", "checkpoint with a code payload"}
+
+
+def test_the_real_process_cases_are_in_the_catalogue() -> None:
+    assert REAL_PROCESS <= set(CASES)
+
+
 @pytest.mark.parametrize("name", list(CASES))
-def test_mistake_fails_in_one_line_naming_problem_and_fix(files: dict[str, Path], name: str) -> None:
+def test_mistake_fails_in_one_line_naming_problem_and_fix(files: dict[str, Path], name: str, cli_in_process) -> None:
     case = CASES[name]
     if name == "cuda without cuda" and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     args = [fill(a, files) for a in case.args]
-    result = run(args, files["tmp"])
+    result = (run if name in REAL_PROCESS else cli_in_process)(args, files["tmp"])
     output = result.stdout + result.stderr
     assert result.returncode == 2, output
     assert "Traceback" not in output
@@ -449,6 +464,40 @@ def test_mistake_fails_in_one_line_naming_problem_and_fix(files: dict[str, Path]
     assert not (files["tmp"] / "PWNED").exists()  # no checkpoint got to run its code
 
 
+def worker_state() -> dict[str, object]:
+    """What a command run in this process changes and must put back for the tests after it."""
+    import logging
+    import os
+    import signal
+    import sys
+
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    return {
+        "cwd": os.getcwd(),
+        "environment": dict(os.environ),
+        "argv": list(sys.argv),
+        "root logger": (logging.root.level, list(logging.root.handlers)),
+        "cnnlab logger": (logging.getLogger("cnnlab").level, list(logging.getLogger("cnnlab").handlers)),
+        "hydra": (GlobalHydra.instance().is_initialized(), HydraConfig.initialized()),
+        "signals": (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def test_a_case_run_in_process_leaves_the_worker_as_it_found_it(files: dict[str, Path], cli_in_process) -> None:
+    """The in-process cases share a worker with each other and with other test files: the command's environment,
+    folder, argv, Hydra's logging and global state must not outlive it."""
+    before = worker_state()
+    run_dir = files["tmp"] / "leak-check"
+    result = cli_in_process(["train", *SMOKE, "optimizer.momentum=-1", f"hydra.run.dir={run_dir}"], files["tmp"])
+    assert result.returncode == 2, result.stderr
+    # it got into Hydra's job, which logs through its own handlers: the error is in the run's train.log
+    assert "Invalid momentum value" in (run_dir / "train.log").read_text()
+    assert worker_state() == before
+
+
 @pytest.mark.parametrize("how", [["--debug"], []], ids=["--debug", "HYDRA_FULL_ERROR=1"])
 def test_the_traceback_is_still_there_when_asked_for(files: dict[str, Path], how: list[str]) -> None:
     result = run(["train", "lr=abc", *how], files["tmp"], env={} if how else {"HYDRA_FULL_ERROR": "1"})
@@ -456,16 +505,20 @@ def test_the_traceback_is_still_there_when_asked_for(files: dict[str, Path], how
     assert "Traceback" in result.stderr and "lr='abc' is invalid" in result.stderr
 
 
-def test_a_config_mistake_fails_before_any_data_loads_and_leaves_no_folder(files: dict[str, Path]) -> None:
+def test_a_config_mistake_fails_before_any_data_loads_and_leaves_no_folder(
+    files: dict[str, Path], cli_in_process
+) -> None:
     """The validation runs first: a missing image folder would be the next error if data were read."""
     cwd = files["tmp"] / "clean"
     cwd.mkdir()
-    result = run(["train", "dataset=imagefolder", f"dataset.root={files['images']}", "lr=0"], cwd)
+    result = cli_in_process(["train", "dataset=imagefolder", f"dataset.root={files['images']}", "lr=0"], cwd)
     assert result.returncode == 2 and "lr=0 is invalid" in result.stderr
     assert list(cwd.iterdir()) == []
 
 
-def test_eval_takes_data_locations_from_this_machine_not_the_checkpoint(files: dict[str, Path], compose_train) -> None:
+def test_eval_takes_data_locations_from_this_machine_not_the_checkpoint(
+    files: dict[str, Path], compose_train, cli_in_process
+) -> None:
     """A shared checkpoint cannot choose where eval downloads and unpacks data (dataset.root, url, md5)."""
     from test_data_sources import make_cifar_archive, write_cifar
 
@@ -477,20 +530,22 @@ def test_eval_takes_data_locations_from_this_machine_not_the_checkpoint(files: d
     payload = torch.load(files["run"] / "checkpoints" / "last.pt", weights_only=True)
     torch.save({**payload, "config": {**payload["config"], "dataset": dataset}}, tmp / "shared.pt")
     write_cifar(tmp / "local-data")
-    result = run(["eval", f"ckpt={tmp / 'shared.pt'}"], tmp, env={"CNNLAB_DATA": str(tmp / "local-data")})
+    result = cli_in_process(["eval", f"ckpt={tmp / 'shared.pt'}"], tmp, env={"CNNLAB_DATA": str(tmp / "local-data")})
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp / "eval.json").read_text())["count"] == 4  # the local copy's test split
     assert not (tmp / "chosen-by-the-file").exists()
 
 
-def test_an_image_folder_run_skips_a_broken_file_and_reads_shell_syntax_as_a_path(files: dict[str, Path]) -> None:
+def test_an_image_folder_run_skips_a_broken_file_and_reads_shell_syntax_as_a_path(
+    files: dict[str, Path], cli_in_process
+) -> None:
     """A file that does not decode is left out with a warning naming it; a folder named like a shell
     command is only ever a folder: nothing runs it."""
     images = files["tmp"] / "shell" / "imgs; touch PWNED-1 $(touch PWNED-2) `touch PWNED-3`"
     shutil.copytree(files["images"], images)
     (images / "cat" / "broken.png").write_bytes(b"<html>not a png</html>")
     cwd = images.parent
-    result = run(
+    result = cli_in_process(
         [
             "train",
             *SMOKE,
