@@ -82,6 +82,25 @@ def test_muon_follows_torchs_muon_in_float32(shape: tuple[int, int]) -> None:
     assert singular.min() > 0.5 and singular.max() < 1.5  # pushed towards 1 from a spread-out start
 
 
+def test_normalized_weights_take_the_same_steps_whatever_the_filters_scale() -> None:
+    """Behind BatchNorm a filter's scale is free: with normalize_weights the step depends only on its direction, and
+    the matrix keeps a norm of sqrt(rows) (plus the step); without it a larger matrix takes relatively smaller steps."""
+    torch.manual_seed(0)
+    start = torch.randn(8, 27)
+    for normalize in (True, False):
+        small, large = nn.Parameter(start.clone()), nn.Parameter(7 * start)
+        optimizers = [Muon([p], normalize_weights=normalize, lr=0.05, momentum=0.6) for p in (small, large)]
+        for _ in range(3):
+            grad = torch.randn(8, 27)
+            for param, optimizer in zip((small, large), optimizers):
+                param.grad = grad.clone()
+                optimizer.step()
+        assert torch.allclose(small, large, atol=1e-5) == normalize
+        if normalize:  # rescaled to sqrt(8) before the last step, which moved it by at most lr x sqrt(8)
+            assert abs(small.norm() - 8**0.5) <= 0.05 * 8**0.5 * 1.1
+    assert optimizers[0].state_dict()["param_groups"][0]["normalize_weights"] is False
+
+
 def test_configured_groups_send_hidden_filters_to_muon_and_head_to_sgd(compose_train) -> None:
     cfg = compose_train(["experiment=smoke", "optimizer=muon", "trainer.backbone_lr_factor=0.5"])
     model = build_model(cfg, (3, 32, 32), 10)
@@ -97,8 +116,9 @@ def test_configured_groups_send_hidden_filters_to_muon_and_head_to_sgd(compose_t
     assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
 
 
-def test_state_dict_round_trip_continues_identically(compose_train) -> None:
-    cfg = compose_train(["experiment=smoke", "optimizer=muon"])
+@pytest.mark.parametrize("normalize", ["false", "true"])
+def test_state_dict_round_trip_continues_identically(compose_train, normalize: str) -> None:
+    cfg = compose_train(["experiment=smoke", "optimizer=muon", f"optimizer.muon_normalize_weights={normalize}"])
     torch.manual_seed(0)
     models = [build_model(cfg, (3, 16, 16), 10) for _ in range(2)]
     models[1].load_state_dict(models[0].state_dict())
@@ -127,6 +147,7 @@ def test_state_dict_round_trip_continues_identically(compose_train) -> None:
     [
         ("optimizer.muon_lr=0", "optimizer.muon_lr=0 is invalid: must be a number > 0"),
         ("optimizer.muon_momentum=1.5", "optimizer.muon_momentum=1.5 is invalid: must be a number in [0, 1)"),
+        ("optimizer.muon_normalize_weights=maybe", "optimizer.muon_normalize_weights='maybe' is invalid: must be true"),
     ],
 )
 def test_bad_muon_settings_are_one_line_errors(compose_train, override: str, message: str) -> None:

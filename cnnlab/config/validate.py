@@ -337,6 +337,7 @@ def _check_muon(cfg: DictConfig) -> None:
         rule,
         "optimizer.muon_momentum=0.95",
     )
+    _switch(cfg, "optimizer.muon_normalize_weights")
 
 
 def _check_transfer(cfg: DictConfig) -> None:
