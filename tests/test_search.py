@@ -1,4 +1,8 @@
-"""Searches through the real `cnnlab -m` command: samplers, pruning, failures, kill and resume, launchers, report."""
+"""Searches through the real `cnnlab -m` command: samplers, pruning, failures, kill and resume, launchers, report.
+
+The one-line mistakes run the command's function in this process (conftest.cli_in_process): they fail before any
+trial trains, and a new interpreter would spend most of their time importing torch.
+"""
 
 import csv
 import json
@@ -79,7 +83,7 @@ def test_tpe_with_a_pruner_stops_bad_trials(run_cnnlab, tmp_path: Path, pruner: 
         *pruner,
         "lr=tag(log,interval(1e-6,1))",
         *TRIAL,
-        "hydra.sweeper.n_trials=7",
+        "hydra.sweeper.n_trials=5",  # 2 trials set the median, then 2 random ones and TPE's first one can be pruned
         f"hydra.sweep.dir={sweep}",
     )
     assert result.returncode == 0, result.stderr
@@ -102,8 +106,8 @@ def test_nsga2_architecture_search_reports_a_pareto_front(run_cnnlab, tmp_path: 
         "-m",
         "experiment=nas",
         "dataset=synthetic",
-        "dataset.train_size=600",
-        "dataset.val_size=200",
+        "dataset.train_size=300",  # the front and the report need trials that differ, not accurate ones
+        "dataset.val_size=100",
         "dataset.test_size=100",
         "epochs=1",
         "batch_size=32",
@@ -149,8 +153,10 @@ def test_failed_and_diverged_trials_are_recorded_and_the_sweep_goes_on(run_cnnla
     assert "Traceback" not in result.stderr
 
 
-def test_a_mistake_that_fails_every_trial_stops_the_sweep_in_one_line(run_cnnlab, tmp_path: Path) -> None:
-    result = run_cnnlab("-m", "sweeper=random", "lr=choice(-1.0,-2.0)", *TRIAL, f"hydra.sweep.dir={tmp_path / 's'}")
+def test_a_mistake_that_fails_every_trial_stops_the_sweep_in_one_line(cli_in_process, tmp_path: Path) -> None:
+    result = cli_in_process(
+        ["-m", "sweeper=random", "lr=choice(-1.0,-2.0)", *TRIAL, f"hydra.sweep.dir={tmp_path / 's'}"], tmp_path
+    )
     assert result.returncode == 2
     assert "lr=" in result.stderr and "must be a number > 0" in result.stderr
     assert "Traceback" not in result.stderr
@@ -166,8 +172,8 @@ def test_a_mistake_that_fails_every_trial_stops_the_sweep_in_one_line(run_cnnlab
         ("model.no_such_key=choice(1,2)", "no_such_key"),
     ],
 )
-def test_bad_search_spaces_fail_in_one_line(run_cnnlab, tmp_path: Path, space: str, words: str) -> None:
-    result = run_cnnlab("-m", "sweeper=tpe", space, *TRIAL, f"hydra.sweep.dir={tmp_path / 's'}")
+def test_bad_search_spaces_fail_in_one_line(cli_in_process, tmp_path: Path, space: str, words: str) -> None:
+    result = cli_in_process(["-m", "sweeper=tpe", space, *TRIAL, f"hydra.sweep.dir={tmp_path / 's'}"], tmp_path)
     assert result.returncode == 2, result.stderr
     assert words in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
@@ -315,8 +321,8 @@ def test_grid_sweep_is_reported_ranked_and_its_best_config_reruns(run_cnnlab, tm
         (["-m", "sweeper=tpe", "hydra.sweeper.storage=mystudy.db", LR], "is not a storage"),
     ],
 )
-def test_search_mistakes_fail_in_one_line(run_cnnlab, tmp_path: Path, args: list[str], words: str) -> None:
-    result = run_cnnlab(*args, *([] if args[0] == "report" else TRIAL))
+def test_search_mistakes_fail_in_one_line(cli_in_process, tmp_path: Path, args: list[str], words: str) -> None:
+    result = cli_in_process([*args, *([] if args[0] == "report" else TRIAL)], tmp_path)
     assert result.returncode == 2, result.stderr
     assert words in result.stderr
     assert "Traceback" not in result.stderr
