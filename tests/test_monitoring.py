@@ -85,9 +85,12 @@ def test_eval_reproduces_the_recorded_test_accuracy(run_cnnlab, tmp_path: Path) 
     assert json.loads((run / "eval.json").read_text())["tta"] == "flip"  # true is the older name of flip
 
 
-def test_the_best_validation_weights_are_tested_and_eval_reproduces_both(compose_train, run_cnnlab, tmp_path) -> None:
+def test_the_best_validation_weights_are_tested_and_eval_reproduces_both(
+    compose_train, cli_in_process, tmp_path
+) -> None:
     """Epoch 1 scores best on validation, the run goes on to epoch 3: test_acc is epoch 1's weights (best.pt),
-    test_acc_last the final ones, and `cnnlab eval` of the run folder and of last.pt reproduce each."""
+    test_acc_last the final ones, and `cnnlab eval` of the run folder and of last.pt reproduce each (in this
+    process: the test above runs the installed command's eval)."""
     run = prepare_run(compose_train([*TINY, "epochs=3", "lr=0.5", "scheduler=none"]), tmp_path)
     real_evaluate, calls = run.trainer.evaluate, []
 
@@ -104,7 +107,7 @@ def test_the_best_validation_weights_are_tested_and_eval_reproduces_both(compose
         (tmp_path, metrics["test_acc"]),
         (tmp_path / "checkpoints/last.pt", metrics["test_acc_last"]),
     ):
-        result = run_cnnlab("eval", f"ckpt={ckpt}")
+        result = cli_in_process(["eval", f"ckpt={ckpt}"], tmp_path)
         assert result.returncode == 0, result.stderr
         assert json.loads((tmp_path / "eval.json").read_text())["acc"] == recorded
 

@@ -1,12 +1,15 @@
 """`cnnlab predict`: a tiny model trained through the real CLI on colour-coded PNGs, then asked about images.
 
 Each class is one clear colour with pixel noise, so a few epochs learn it; images the test puts in the
-wrong class folder give the labelled-folder checks mistakes to find.
+wrong class folder give the labelled-folder checks mistakes to find. The first test runs the installed
+`predict` command; the others call the same entry point in this process (conftest.cli_in_process), which
+spares each the 5-8 s a new interpreter spends importing torch.
 """
 
 import csv
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +42,11 @@ def write_classes(folder: Path, per_class: int, seed: int) -> None:
             write_png(folder / name / f"{i}.png", colour, seed + 100 * offset + i)
 
 
-def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return run_cli(args, cwd, env={"CNNLAB_CACHE": str(cwd / "cache")})
+Runner = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def run(args: list[str], cwd: Path, runner: Runner = run_cli) -> subprocess.CompletedProcess[str]:
+    return runner(args, cwd, env={"CNNLAB_CACHE": str(cwd / "cache")})
 
 
 @pytest.fixture(scope="module")
@@ -68,11 +74,13 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp / "run"
 
 
-def predict(ckpt: Path, name: str, *args: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+def predict(
+    ckpt: Path, name: str, *args: str, runner: Runner = run_cli
+) -> tuple[subprocess.CompletedProcess[str], Path]:
     """`cnnlab predict ckpt=<ckpt> ...` with its output folder under the run's parent (returned)."""
     tmp = ckpt.parent if ckpt.is_dir() else ckpt.parents[2]
     out = tmp / "predictions" / name
-    return run(["predict", f"ckpt={ckpt}", *args, f"hydra.run.dir={out}"], tmp), out
+    return run(["predict", f"ckpt={ckpt}", *args, f"hydra.run.dir={out}"], tmp, runner), out
 
 
 def read_csv(out: Path) -> tuple[list[str], list[dict[str, str]]]:
@@ -105,7 +113,7 @@ def test_predict_one_file(trained: Path) -> None:
     assert "┃ predicted ┃" in result.stdout and "classified 1 image;" in result.stdout
 
 
-def test_predict_folder_skips_and_counts_an_unreadable_file(trained: Path) -> None:
+def test_predict_folder_skips_and_counts_an_unreadable_file(trained: Path, cli_in_process: Runner) -> None:
     """Sub-folders that are no classes: unlabelled, searched recursively; top_k is capped at the class count."""
     folder = trained.parent / "photos"
     for i, colour in enumerate(COLOURS.values()):
@@ -113,7 +121,7 @@ def test_predict_folder_skips_and_counts_an_unreadable_file(trained: Path) -> No
     write_png(folder / "loose.png", COLOURS["green"], seed=600)
     (folder / "2024" / "broken.png").write_bytes(b"<html>not a png</html>")
     (folder / "notes.txt").write_text("not an image, not counted")
-    result, out = predict(trained, "folder", f"inputs={folder}")
+    result, out = predict(trained, "folder", f"inputs={folder}", runner=cli_in_process)
     assert result.returncode == 0, result.stderr
     columns, rows = read_csv(out)
     assert "label" not in columns and columns[-2:] == ["top3_class", "top3_prob"]
@@ -127,23 +135,24 @@ def test_predict_folder_skips_and_counts_an_unreadable_file(trained: Path) -> No
     assert "broken.png (not a readable image" in output and "1 of 5 files could not be read" in output
 
 
-def test_predict_glob(trained: Path) -> None:
+def test_predict_glob(trained: Path, cli_in_process: Runner) -> None:
     folder = trained.parent / "glob"
     write_classes(folder, per_class=2, seed=700)
-    result, out = predict(trained, "glob", f"inputs={folder}/**/b*/*.png", "top_k=1")
+    result, out = predict(trained, "glob", f"inputs={folder}/**/b*/*.png", "top_k=1", runner=cli_in_process)
     assert result.returncode == 0, result.stderr
     columns, rows = read_csv(out)
     assert columns[-2:] == ["top1_class", "top1_prob"]
     assert sorted(row["path"] for row in rows) == [str(folder / "blue" / f"{i}.png") for i in range(2)]
 
 
-def test_predict_labelled_folder_scores_it(trained: Path) -> None:
+def test_predict_labelled_folder_scores_it(trained: Path, cli_in_process: Runner) -> None:
     """<folder>/test/<class>/...: a label column, accuracy, per-class scores and a gallery of the mistakes."""
     folder = trained.parent / "labelled"
     write_classes(folder / "test", per_class=4, seed=800)
     for i in range(2):  # red images filed as blue: the model should call them red
         write_png(folder / "test" / "blue" / f"wrong{i}.png", COLOURS["red"], seed=900 + i)
-    result, out = predict(trained / "checkpoints" / "last.pt", "labelled", f"inputs={folder}", "gallery=4")
+    last = trained / "checkpoints" / "last.pt"
+    result, out = predict(last, "labelled", f"inputs={folder}", "gallery=4", runner=cli_in_process)
     assert result.returncode == 0, result.stderr
     columns, rows = read_csv(out)
     assert columns[:4] == ["path", "label", "predicted", "probability"] and len(rows) == 14
@@ -158,11 +167,11 @@ def test_predict_labelled_folder_scores_it(trained: Path) -> None:
     assert "precision" in result.stdout and f"accuracy {summary['accuracy']:.4f}" in result.stdout
 
 
-def test_predict_on_a_folder_without_images_is_one_line(trained: Path) -> None:
+def test_predict_on_a_folder_without_images_is_one_line(trained: Path, cli_in_process: Runner) -> None:
     empty = trained.parent / "empty"
     (empty / "sub").mkdir(parents=True)
     (empty / "sub" / "notes.txt").write_text("x")
-    result, out = predict(trained, "empty", f"inputs={empty}")
+    result, out = predict(trained, "empty", f"inputs={empty}", runner=cli_in_process)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("cnnlab: error: inputs=") and "has no images" in lines[0]
