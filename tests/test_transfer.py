@@ -7,7 +7,7 @@ import torch
 
 from cnnlab.training.components import build_model
 
-from conftest import run_cli
+from conftest import call_cli
 
 SMALL = [
     "experiment=smoke",
@@ -35,10 +35,10 @@ def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 
 @pytest.fixture(scope="module")
 def source_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 10-class run to start from."""
+    """A 10-class run to start from, trained in this process (the tests below run the installed command)."""
     folder = tmp_path_factory.mktemp("source")
-    result = run_cli(["train", *SMALL, "epochs=1", f"hydra.run.dir={folder / 'run'}"], folder)
-    assert result.returncode == 0, result.stderr
+    code, _ = call_cli(["train", *SMALL, "epochs=1", f"hydra.run.dir={folder / 'run'}"], folder)
+    assert code == 0, "the source run failed: see the captured output"
     return folder / "run"
 
 
