@@ -270,8 +270,8 @@ def call_cli(args: list[str], cwd: Path, env: dict | None = None, data_under: Pa
 def cli_in_process(capfd: pytest.CaptureFixture[str]) -> Callable[..., subprocess.CompletedProcess[str]]:
     """cli_in_process(args, cwd, env=None, data_under=None): run_cli's result, from `cnnlab` run in this process.
 
-    For the many short commands (mistakes that fail in their config check) whose cost would be the interpreter's
-    start-up; run_cli stays the test of the installed command itself.
+    For commands whose cost would mostly be the interpreter's start-up (mistakes that fail in their config check,
+    short eval and predict runs); run_cli stays the test of the installed command itself.
     """
 
     def run(
