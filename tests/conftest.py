@@ -19,10 +19,15 @@ from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
 import cnnlab.config.resolvers  # noqa: F401 - the configs use cnnlab's resolvers
+from cnnlab.cli import expose_sweeper_plugin
 from cnnlab.placement import available_cores
 
 if TYPE_CHECKING:
     from cnnlab.sweeps.sweeper import OptunaSweep
+
+# Before any compose scans Hydra's plugins, as `cnnlab` does: a scan made without it would lack cnnlab's sweeper, and
+# scanning again re-executes plugin modules (objects made before would no longer pickle)
+expose_sweeper_plugin()
 
 # A training run of a few seconds on synthetic data, for tests that need a real run folder
 TINY = [
@@ -138,6 +143,20 @@ def run_cnnlab(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
     return run
 
 
+@pytest.fixture
+def cnnlab_in_process(cli_in_process, tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """run_cnnlab's twin without a new interpreter: cnnlab_in_process(*args, cwd=tmp_path, env=None).
+
+    For the runs and sweeps whose test is about what they write, not about the installed command: each saves the
+    5-8 s of importing torch again. Tests that kill, shadow an import or launch processes keep run_cnnlab.
+    """
+
+    def run(*args: str, cwd: Path = tmp_path, env: dict | None = None) -> subprocess.CompletedProcess[str]:
+        return cli_in_process(list(args), cwd, env, data_under=tmp_path)
+
+    return run
+
+
 def run_dirs(root: Path) -> list[Path]:
     """Every run folder (the ones holding a .hydra snapshot) under `root`, sorted."""
     return sorted(p.parent for p in root.rglob(".hydra"))
@@ -182,7 +201,7 @@ def process_state_restored(cwd: Path, env: dict[str, str], argv: list[str]) -> I
     """Run in `cwd` with `env` and `argv`, then put back all the process-wide state a cnnlab command changes.
 
     That is the working folder, environment (cnnlab sets HYDRA_FULL_ERROR, a deterministic run
-    CUBLAS_WORKSPACE_CONFIG), sys.argv, Hydra's global state and plugin list, logging, signal handlers, torch's thread
+    CUBLAS_WORKSPACE_CONFIG), sys.argv, Hydra's global state, logging, signal handlers, torch's thread
     count and determinism flags, and the global random generators a run seeds; so the next test in the worker sees
     none of it. (torch.set_flush_denormal, which a CPU run turns on, has no getter; in-process training does the same.)
     """
@@ -190,8 +209,6 @@ def process_state_restored(cwd: Path, env: dict[str, str], argv: list[str]) -> I
     import torch
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
-    from hydra.core.plugins import Plugins
-    from hydra.core.singleton import Singleton
     from hydra.initialize import get_gh_backup, restore_gh_from_backup
 
     old_cwd, old_env, old_argv = os.getcwd(), dict(os.environ), sys.argv
@@ -202,8 +219,6 @@ def process_state_restored(cwd: Path, env: dict[str, str], argv: list[str]) -> I
     rng = (random.getstate(), np.random.get_state(), torch.get_rng_state())
     hydra_backup, hydra_config = get_gh_backup(), HydraConfig.instance().cfg
     GlobalHydra.instance().clear()  # a fresh process has no Hydra initialised (compose_train's would refuse a run)
-    # nor a plugin list: one scanned by an earlier compose lacks the sweeper that cnnlab.cli exposes before its scan
-    plugins = Singleton._instances.pop(Plugins, None)
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
@@ -216,9 +231,6 @@ def process_state_restored(cwd: Path, env: dict[str, str], argv: list[str]) -> I
         if hydra_backup is not None:
             restore_gh_from_backup(hydra_backup)
         HydraConfig.instance().cfg = hydra_config
-        Singleton._instances.pop(Plugins, None)
-        if plugins is not None:
-            Singleton._instances[Plugins] = plugins
         os.chdir(old_cwd)
         os.environ.clear()
         os.environ.update(old_env)

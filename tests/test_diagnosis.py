@@ -73,9 +73,9 @@ def test_underfitting_needs_a_small_gap() -> None:
     assert diagnose(gap) == []
 
 
-def test_a_real_run_records_its_diagnosis(run_cnnlab, tmp_path: Path) -> None:
+def test_a_real_run_records_its_diagnosis(cnnlab_in_process, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    done = run_cnnlab("train", *TINY, "lr=1e-6", f"hydra.run.dir={run}")  # far too small to move the loss
+    done = cnnlab_in_process("train", *TINY, "lr=1e-6", f"hydra.run.dir={run}")  # far too small to move the loss
     assert done.returncode == 0, done.stderr
     diagnosis = json.loads((run / "metrics.json").read_text())["diagnosis"]
     assert any(line.startswith("learning rate likely too low") for line in diagnosis)

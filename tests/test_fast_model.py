@@ -75,15 +75,15 @@ def test_whitening_filters_whiten_the_patches_and_are_frozen() -> None:
     assert "features.0.weight" in model.state_dict()
 
 
-def test_whitening_stem_is_computed_for_a_new_run_and_restored_on_resume(run_cnnlab, tmp_path: Path) -> None:
+def test_whitening_stem_is_computed_for_a_new_run_and_restored_on_resume(cnnlab_in_process, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    first = run_cnnlab("train", *TINY, "model.stem=whiten", f"hydra.run.dir={run}")
+    first = cnnlab_in_process("train", *TINY, "model.stem=whiten", f"hydra.run.dir={run}")
     assert first.returncode == 0, first.stderr
     assert "whitening stem: filters from the 2x2 patches of 500 training images" in first.stdout + first.stderr
     trained = load_checkpoint(run / "checkpoints" / "last.pt")
     weight = trained["model"]["features.0.weight"]
     assert weight.shape == (24, 3, 2, 2) and weight.abs().sum() > 0
-    resumed = run_cnnlab("train", f"resume={run}", "epochs=3")
+    resumed = cnnlab_in_process("train", f"resume={run}", "epochs=3")
     assert resumed.returncode == 0, resumed.stderr
     assert "whitening stem" not in resumed.stdout + resumed.stderr
     final = load_checkpoint(run / "checkpoints" / "last.pt")

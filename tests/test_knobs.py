@@ -112,12 +112,15 @@ def test_deterministic_mode_is_set_for_each_run(compose_train, tmp_path: Path) -
         set_deterministic(False)
 
 
-def test_overfit_check_passes_on_a_learnable_setup_and_fails_when_nothing_learns(run_cnnlab, tmp_path: Path) -> None:
+def test_overfit_check_passes_on_a_learnable_setup_and_fails_when_nothing_learns(
+    cnnlab_in_process, tmp_path: Path
+) -> None:
     overfit = [*TINY, "trainer.overfit_batches=1", "epochs=40", "batch_size=32", "trainer.label_smoothing=0"]
+    overfit += ["trainer.histograms=false"]  # 40 epochs of weight histograms would take longer than the training
     verdicts = {}
     for name, lr in (("learns", "0.05"), ("stuck", "1e-7")):
         run = tmp_path / name
-        done = run_cnnlab("train", *overfit, f"lr={lr}", "scheduler=none", f"hydra.run.dir={run}")
+        done = cnnlab_in_process("train", *overfit, f"lr={lr}", "scheduler=none", f"hydra.run.dir={run}")
         assert done.returncode == 0, done.stderr
         metrics = json.loads((run / "metrics.json").read_text())
         assert metrics["test_acc"] is None  # no test split in the sanity check

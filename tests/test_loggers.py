@@ -89,11 +89,11 @@ def test_a_logger_whose_package_is_missing_is_a_one_line_error(
 
 
 @pytest.mark.slow  # 25 s: a run stopped and resumed
-def test_csv_of_a_resumed_run_has_each_epoch_once(run_cnnlab, tmp_path: Path) -> None:
+def test_csv_of_a_resumed_run_has_each_epoch_once(cnnlab_in_process, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    first = run_cnnlab("train", *TINY, "epochs=1", "logger=csv", f"hydra.run.dir={run}")
+    first = cnnlab_in_process("train", *TINY, "epochs=1", "logger=csv", f"hydra.run.dir={run}")
     assert first.returncode == 0, first.stderr
-    second = run_cnnlab("train", f"resume={run}", "epochs=2")
+    second = cnnlab_in_process("train", f"resume={run}", "epochs=2")
     assert second.returncode == 0, second.stderr
     assert [int(r["epoch"]) for r in csv_rows(run)] == [1, 2]
 

@@ -38,8 +38,8 @@ def test_suggestion_is_the_minimum_over_three() -> None:
 
 
 @pytest.mark.slow  # 30 s: a learning-rate range test, then a run at its suggestion
-def test_lr_find_suggests_a_learning_rate_that_trains(run_cnnlab, tmp_path: Path) -> None:
-    done = run_cnnlab("lr-find", *TINY, "lr_find.steps=60", "lr_find.start_lr=1e-4")
+def test_lr_find_suggests_a_learning_rate_that_trains(cnnlab_in_process, tmp_path: Path) -> None:
+    done = cnnlab_in_process("lr-find", *TINY, "lr_find.steps=60", "lr_find.start_lr=1e-4")
     assert done.returncode == 0, done.stderr
     (folder,) = (tmp_path / "outputs" / "lr_find").iterdir()
     assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == [
@@ -54,7 +54,7 @@ def test_lr_find_suggests_a_learning_rate_that_trains(run_cnnlab, tmp_path: Path
     assert 1e-4 < suggested < float(rows[-1]["lr"])
     assert not (tmp_path / "outputs" / "runs").exists()  # no run folder, no checkpoint
 
-    trained = run_cnnlab("train", *TINY, f"lr={suggested}", "epochs=3")
+    trained = cnnlab_in_process("train", *TINY, f"lr={suggested}", "epochs=3")
     assert trained.returncode == 0, trained.stderr
     (run,) = run_dirs(tmp_path / "outputs" / "runs")
     assert json.loads((run / "metrics.json").read_text())["best_val_acc"] > 0.5  # 10 classes: chance is 0.1

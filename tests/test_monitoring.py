@@ -67,11 +67,11 @@ def test_weight_norm_scalars_and_their_ratio_to_the_gradient_norms() -> None:
     assert scalars == {"weight_norm/conv": 5.0, "grad_to_weight/conv": pytest.approx(0.4), "weight_norm/head": 2.0}
 
 
-def test_eval_reproduces_the_recorded_test_accuracy(run_cnnlab, tmp_path: Path) -> None:
-    assert run_cnnlab("train", *TINY).returncode == 0
+def test_eval_reproduces_the_recorded_test_accuracy(cnnlab_in_process, tmp_path: Path) -> None:
+    assert cnnlab_in_process("train", *TINY).returncode == 0
     (run,) = run_dirs(tmp_path / "outputs")
     recorded = json.loads((run / "metrics.json").read_text())
-    result = run_cnnlab("eval", f"ckpt={run}")
+    result = cnnlab_in_process("eval", f"ckpt={run}")
     assert result.returncode == 0, result.stderr
     evaluation = json.loads((run / "eval.json").read_text())
     assert evaluation["acc"] == recorded["test_acc"]
@@ -80,7 +80,7 @@ def test_eval_reproduces_the_recorded_test_accuracy(run_cnnlab, tmp_path: Path) 
     assert evaluation["per_class_f1"] == pytest.approx(recorded["test_per_class_f1"])
     assert "precision" in result.stdout and "F1" in result.stdout
     assert "confusion matrix" in result.stdout and f"{recorded['test_acc']:.4f}" in result.stdout
-    tta = run_cnnlab("eval", f"ckpt={run}/checkpoints/best.pt", "split=val", "tta=true")
+    tta = cnnlab_in_process("eval", f"ckpt={run}/checkpoints/best.pt", "split=val", "tta=true")
     assert tta.returncode == 0, tta.stderr
     assert json.loads((run / "eval.json").read_text())["tta"] == "flip"  # true is the older name of flip
 
@@ -121,8 +121,8 @@ def test_divergence_stops_at_once_with_a_hint(compose_train, tmp_path: Path) -> 
     assert metrics["epochs_completed"] == 0
 
 
-def test_diverged_run_does_not_stop_a_sweep(run_cnnlab, tmp_path: Path) -> None:
-    result = run_cnnlab("-m", *TINY, "epochs=1", "scheduler=none", "trainer.log_every=1", "lr=1e6,0.1")
+def test_diverged_run_does_not_stop_a_sweep(cnnlab_in_process, tmp_path: Path) -> None:
+    result = cnnlab_in_process("-m", *TINY, "epochs=1", "scheduler=none", "trainer.log_every=1", "lr=1e6,0.1")
     assert result.returncode == 0, result.stderr
     statuses = sorted(json.loads((r / "metrics.json").read_text())["status"] for r in run_dirs(tmp_path / "outputs"))
     assert statuses == ["completed", "diverged"]

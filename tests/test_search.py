@@ -1,7 +1,8 @@
 """Searches through the real `cnnlab -m` command: samplers, pruning, failures, kill and resume, launchers, report.
 
-The one-line mistakes run the command's function in this process (conftest.cli_in_process): they fail before any
-trial trains, and a new interpreter would spend most of their time importing torch.
+Sweeps that stay in one process run the command's function in the test's own (conftest.cnnlab_in_process and
+cli_in_process): a new interpreter would spend most of their time importing torch. The killed sweep and the launchers,
+which need processes of their own, run the installed command.
 """
 
 import csv
@@ -40,10 +41,10 @@ def assert_report(sweep: Path, trials: int) -> list[dict[str, str]]:
 
 
 @pytest.mark.slow  # 30 s: a Gaussian-process search (the TPE tests cover the Bayesian path)
-def test_gp_search_runs_a_study_and_writes_the_report(run_cnnlab, tmp_path: Path) -> None:
+def test_gp_search_runs_a_study_and_writes_the_report(cnnlab_in_process, tmp_path: Path) -> None:
     # random search is run end to end by the failure and launcher tests, TPE by the pruning test
     sweep = tmp_path / "sweep"
-    result = run_cnnlab(
+    result = cnnlab_in_process(
         "-m",
         "sweeper=gp",
         LR,
@@ -75,9 +76,9 @@ def test_gp_search_runs_a_study_and_writes_the_report(run_cnnlab, tmp_path: Path
         pytest.param(["pruner=hyperband"], id="hyperband", marks=pytest.mark.slow),
     ],
 )
-def test_tpe_with_a_pruner_stops_bad_trials(run_cnnlab, tmp_path: Path, pruner: list[str]) -> None:
+def test_tpe_with_a_pruner_stops_bad_trials(cnnlab_in_process, tmp_path: Path, pruner: list[str]) -> None:
     sweep = tmp_path / "sweep"
-    result = run_cnnlab(
+    result = cnnlab_in_process(
         "-m",
         "sweeper=tpe",
         *pruner,
@@ -100,9 +101,9 @@ def test_tpe_with_a_pruner_stops_bad_trials(run_cnnlab, tmp_path: Path, pruner: 
     assert any(r["status"].startswith("pruned @") for r in rows)
 
 
-def test_nsga2_architecture_search_reports_a_pareto_front(run_cnnlab, tmp_path: Path) -> None:
+def test_nsga2_architecture_search_reports_a_pareto_front(cnnlab_in_process, tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    result = run_cnnlab(
+    result = cnnlab_in_process(
         "-m",
         "experiment=nas",
         "dataset=synthetic",
@@ -130,11 +131,11 @@ def test_nsga2_architecture_search_reports_a_pareto_front(run_cnnlab, tmp_path: 
     assert {"model.widths.0", "model.depths.1", "model.se_ratio", "model.kernel_size"} <= set(rows[0])
 
 
-def test_failed_and_diverged_trials_are_recorded_and_the_sweep_goes_on(run_cnnlab, tmp_path: Path) -> None:
+def test_failed_and_diverged_trials_are_recorded_and_the_sweep_goes_on(cnnlab_in_process, tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     # model.widths.0=0 is rejected by the model (a user error inside the trial), lr=1e4 diverges;
     # seed 0 draws (1e4, 16), (1e4, 0), (0.05, 16), (1e4, 0): diverged, failed, completed, failed
-    result = run_cnnlab(
+    result = cnnlab_in_process(
         "-m",
         "sweeper=random",
         "lr=choice(0.05,10000.0)",
@@ -277,9 +278,9 @@ def test_submitit_local_launcher_runs_trials_as_separate_jobs(run_cnnlab, tmp_pa
     assert_report(sweep, 2)
 
 
-def test_grid_sweep_is_reported_ranked_and_its_best_config_reruns(run_cnnlab, tmp_path: Path) -> None:
+def test_grid_sweep_is_reported_ranked_and_its_best_config_reruns(cnnlab_in_process, tmp_path: Path) -> None:
     sweep = tmp_path / "grid"
-    result = run_cnnlab("-m", "lr=0.0001,0.1", *TRIAL, "epochs=1", f"hydra.sweep.dir={sweep}")
+    result = cnnlab_in_process("-m", "lr=0.0001,0.1", *TRIAL, "epochs=1", f"hydra.sweep.dir={sweep}")
     assert result.returncode == 0, result.stderr
     rows = assert_report(sweep, 2)
     accs = [float(r["best_val_acc"]) for r in rows]
@@ -287,12 +288,12 @@ def test_grid_sweep_is_reported_ranked_and_its_best_config_reruns(run_cnnlab, tm
     assert "best: cnnlab train" in result.stdout
     best_lr = float(rows[0]["lr"])
 
-    rerun = run_cnnlab("train", f"from_sweep={sweep}", "--cfg", "job")
+    rerun = cnnlab_in_process("train", f"from_sweep={sweep}", "--cfg", "job")
     assert rerun.returncode == 0, rerun.stderr
     config = OmegaConf.create(rerun.stdout)
     assert config.lr == best_lr and config.epochs == 1 and config.dataset.train_size == 1000
 
-    again = run_cnnlab("report", str(sweep))
+    again = cnnlab_in_process("report", str(sweep))
     assert again.returncode == 0 and "best: cnnlab train" in again.stdout
 
 

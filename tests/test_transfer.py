@@ -35,16 +35,18 @@ def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 
 @pytest.fixture(scope="module")
 def source_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 10-class run to start from, trained in this process (the tests below run the installed command)."""
+    """A 10-class run to start from, trained once for the module."""
     folder = tmp_path_factory.mktemp("source")
     code, _ = call_cli(["train", *SMALL, "epochs=1", f"hydra.run.dir={folder / 'run'}"], folder)
     assert code == 0, "the source run failed: see the captured output"
     return folder / "run"
 
 
-def test_init_from_another_class_count_loads_the_body_and_replaces_the_head(run_cnnlab, source_run, tmp_path) -> None:
+def test_init_from_another_class_count_loads_the_body_and_replaces_the_head(
+    cnnlab_in_process, source_run, tmp_path
+) -> None:
     run = tmp_path / "five"
-    result = run_cnnlab(
+    result = cnnlab_in_process(
         "train",
         *SMALL,
         "epochs=1",
@@ -66,7 +68,7 @@ def test_init_from_another_class_count_loads_the_body_and_replaces_the_head(run_
 
 @pytest.mark.slow  # 40 s: a run stopped across the unfreeze and resumed
 def test_gradual_trains_the_head_first_then_everything_and_resumes_across_the_unfreeze(
-    run_cnnlab, source_run, tmp_path
+    cnnlab_in_process, source_run, tmp_path
 ) -> None:
     # a constant lr, so that 1 epoch resumed to 2 follows the same schedule as 2 epochs straight
     common = [
@@ -78,17 +80,17 @@ def test_gradual_trains_the_head_first_then_everything_and_resumes_across_the_un
         "scheduler=none",
     ]
     straight, split = tmp_path / "straight", tmp_path / "split"
-    assert run_cnnlab(*common, "epochs=2", f"hydra.run.dir={straight}").returncode == 0
-    first = run_cnnlab(*common, "epochs=1", f"hydra.run.dir={split}")
+    assert cnnlab_in_process(*common, "epochs=2", f"hydra.run.dir={straight}").returncode == 0
+    first = cnnlab_in_process(*common, "epochs=1", f"hydra.run.dir={split}")
     assert first.returncode == 0, first.stderr
     assert same(backbone(weights(split)), backbone(weights(source_run, "best.pt")))  # epoch 1: head only
-    resumed = run_cnnlab("train", f"resume={split}", "epochs=2")
+    resumed = cnnlab_in_process("train", f"resume={split}", "epochs=2")
     assert resumed.returncode == 0, resumed.stderr
     assert not same(backbone(weights(split)), backbone(weights(source_run, "best.pt")))  # epoch 2: everything
     assert same(weights(split), weights(straight))  # the unfreeze resumes exactly
 
 
-def test_a_torchvision_backbone_trains_from_a_local_weights_file(compose_train, run_cnnlab, tmp_path) -> None:
+def test_a_torchvision_backbone_trains_from_a_local_weights_file(compose_train, cnnlab_in_process, tmp_path) -> None:
     torchvision = pytest.importorskip("torchvision")
     file = tmp_path / "shufflenet.pth"
     torch.manual_seed(1)
@@ -100,13 +102,13 @@ def test_a_torchvision_backbone_trains_from_a_local_weights_file(compose_train, 
     saved = torch.load(file, weights_only=True)
     assert same(backbone(built, ("backbone.fc.",)), {f"backbone.{k}": v for k, v in saved.items() if "fc." not in k})
     assert built["backbone.fc.weight"].shape == (10, 1024)
-    result = run_cnnlab("train", *SMALL, *overrides, "epochs=1", f"hydra.run.dir={tmp_path / 'run'}")
+    result = cnnlab_in_process("train", *SMALL, *overrides, "epochs=1", f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode == 0, result.stderr
 
 
-def test_default_weights_offline_fail_in_one_line(run_cnnlab, tmp_path) -> None:
+def test_default_weights_offline_fail_in_one_line(cnnlab_in_process, tmp_path) -> None:
     offline = {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9", "TORCH_HOME": str(tmp_path)}
-    result = run_cnnlab("train", *SMALL, "model=torchvision", "model.name=shufflenet_v2_x0_5", env=offline)
+    result = cnnlab_in_process("train", *SMALL, "model=torchvision", "model.name=shufflenet_v2_x0_5", env=offline)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stdout + result.stderr, result.stderr
