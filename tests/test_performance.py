@@ -18,6 +18,7 @@ from cnnlab.models.blocks import ConvBlock, DepthwiseSeparable, SqueezeExcite
 from cnnlab.models.efficient import EfficientCNN
 from cnnlab.models.stats import count_macs
 from cnnlab.training.bench import RunWork, choose_fastest
+from cnnlab.training.components import build_model, configured_optimizer
 from cnnlab.training.resume import config_changes
 from cnnlab.training.run import prepare_run
 from cnnlab.training.step import TrainStep
@@ -173,3 +174,19 @@ def test_bench_measures_each_variant_and_recommends_the_fastest(run_cnnlab, tmp_
     )
     assert f"{fastest} *" in result.stdout  # the table marks the row it recommends
     assert not run_dirs(tmp_path / "outputs" / "runs")  # measuring trains nothing for keeps
+
+
+@pytest.mark.parametrize("experiment", ["cifar10_10min", "cifar10_fast"])
+def test_every_rung_of_the_ablation_ladder_is_a_config_that_builds(experiment: str, monkeypatch) -> None:
+    """bench_ablation.py runs for an hour before its table: each rung must compose, pass the checks and build its
+    model and optimizer (switching the preset's Muon to SGD also has to drop the Muon-only settings)."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "benchmarks"))
+    from bench_ablation import check_ladder, compose_train, ladder, rung_overrides
+
+    rungs = ladder(experiment)
+    check_ladder(experiment, rungs)
+    for rung in range(len(rungs)):
+        cfg = compose_train([f"experiment={experiment}", *rung_overrides(rungs, rung)])
+        validate_train_config(cfg)
+        optimizer = configured_optimizer(cfg, build_model(cfg, (3, 32, 32), 10))
+        assert ("Muon" in type(optimizer).__name__) == (rung == len(rungs) - 1), (rung, type(optimizer).__name__)

@@ -30,18 +30,26 @@ LADDER: list[tuple[str, list[str]]] = [
     ("+ lookahead weights", ["trainer.weight_averaging=none"]),
     ("+ alternating flip, reflect padding", ["dataset.augment.flip_mode=random", "dataset.augment.pad_mode=zeros"]),
     ("+ flip and translate TTA", ["trainer.tta=none"]),
-    ("+ Muon for the convolution filters", ["optimizer=sgd", "~optimizer.muon_lr"]),
+    ("+ Muon for the convolution filters", ["optimizer=sgd"]),  # and the preset's optimizer.muon_* keys removed
 ]
 
 
-def rung_overrides(rung: int) -> list[str]:
-    return [override for _, off in LADDER[rung + 1 :] for override in off]
+def ladder(experiment: str) -> list[tuple[str, list[str]]]:
+    """LADDER for `experiment`: the Muon rung also removes every optimizer.muon_* setting the preset makes, which
+    SGD would refuse."""
+    optimizer = compose_train([f"experiment={experiment}"]).optimizer
+    muon_keys = [f"~optimizer.{key}" for key in optimizer if str(key).startswith("muon_")]
+    return [(name, [*off, *muon_keys] if "optimizer=sgd" in off else off) for name, off in LADDER]
 
 
-def check_ladder(experiment: str) -> None:
+def rung_overrides(rungs: list[tuple[str, list[str]]], rung: int) -> list[str]:
+    return [override for _, off in rungs[rung + 1 :] for override in off]
+
+
+def check_ladder(experiment: str, rungs: list[tuple[str, list[str]]]) -> None:
     """Every rung's "off" overrides must change the preset: a trick the preset lacks is no rung of its ladder."""
     preset = OmegaConf.to_container(compose_train([f"experiment={experiment}"]), resolve=False)
-    for name, off in LADDER[1:]:
+    for name, off in rungs[1:]:
         changed = OmegaConf.to_container(compose_train([f"experiment={experiment}", *off]), resolve=False)
         if changed == preset:
             raise SystemExit(f"experiment={experiment} does not use the rung {name!r}: {' '.join(off)} changes nothing")
@@ -58,15 +66,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="folder for the runs (default: a temporary folder)")
     args = parser.parse_args()
 
-    check_ladder(args.experiment)
+    rungs = ladder(args.experiment)
+    check_ladder(args.experiment, rungs)
     out = args.out or Path(tempfile.mkdtemp(prefix="cnnlab-bench-ablation-"))
     budget = args.budget or (None if args.data else "30s")
     common = [f"experiment={args.experiment}", *dataset_overrides(args.data, 10_000)]
     common += [f"trainer.time_budget={budget}"] if budget else []
     results = []
-    for rung, (name, _) in enumerate(LADDER):
+    for rung, (name, _) in enumerate(rungs):
         runs = [
-            train([*common, *rung_overrides(rung), f"seed={seed}"], out / f"rung{rung}-seed{seed}")
+            train([*common, *rung_overrides(rungs, rung), f"seed={seed}"], out / f"rung{rung}-seed{seed}")
             for seed in args.seeds
         ]
         results.append((name, runs))
