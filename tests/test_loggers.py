@@ -88,7 +88,7 @@ def test_a_logger_whose_package_is_missing_is_a_one_line_error(
     assert validate_train_config(compose_train([*TINY, "logger.tensorboard=null"])) is None  # one logger dropped
 
 
-@pytest.mark.slow  # 25 s: a run stopped and resumed
+@pytest.mark.slow  # 6 s: a run and its resume, a path test_resume.py already covers by default
 def test_csv_of_a_resumed_run_has_each_epoch_once(cnnlab_in_process, tmp_path: Path) -> None:
     run = tmp_path / "run"
     first = cnnlab_in_process("train", *TINY, "epochs=1", "logger=csv", f"hydra.run.dir={run}")

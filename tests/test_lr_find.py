@@ -37,7 +37,7 @@ def test_suggestion_is_the_minimum_over_three() -> None:
     assert test.min_loss_lr == 1e-1 and math.isclose(test.suggestion, 1e-1 / 3)
 
 
-@pytest.mark.slow  # 30 s: a learning-rate range test, then a run at its suggestion
+@pytest.mark.slow  # 6 s: a learning-rate range test, then a run at its suggestion (the range test has unit tests)
 def test_lr_find_suggests_a_learning_rate_that_trains(cnnlab_in_process, tmp_path: Path) -> None:
     done = cnnlab_in_process("lr-find", *TINY, "lr_find.steps=60", "lr_find.start_lr=1e-4")
     assert done.returncode == 0, done.stderr

@@ -40,7 +40,7 @@ def assert_report(sweep: Path, trials: int) -> list[dict[str, str]]:
     return rows
 
 
-@pytest.mark.slow  # 30 s: a Gaussian-process search (the TPE tests cover the Bayesian path)
+@pytest.mark.slow  # 12 s: a Gaussian-process search (the TPE tests cover the Bayesian path)
 def test_gp_search_runs_a_study_and_writes_the_report(cnnlab_in_process, tmp_path: Path) -> None:
     # random search is run end to end by the failure and launcher tests, TPE by the pruning test
     sweep = tmp_path / "sweep"

@@ -66,7 +66,7 @@ def test_init_from_another_class_count_loads_the_body_and_replaces_the_head(
     assert any("running_mean" in k for k in backbone(after))
 
 
-@pytest.mark.slow  # 40 s: a run stopped across the unfreeze and resumed
+@pytest.mark.slow  # 7 s: three runs, one stopped across the unfreeze and resumed
 def test_gradual_trains_the_head_first_then_everything_and_resumes_across_the_unfreeze(
     cnnlab_in_process, source_run, tmp_path
 ) -> None:
