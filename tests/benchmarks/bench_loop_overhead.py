@@ -4,7 +4,9 @@ The cnnlab side is the real thing: the run `cnnlab train` would build from the s
 batched augmentation, progress, TensorBoard scalars and histograms, metrics.json, the end-of-epoch
 checkpoint), timed around `Trainer.fit` for one epoch, minus the validation pass (evaluation, not loop).
 The bare side trains a fresh copy of the same model with the same optimizer on a few pre-made,
-already normalised batches, for the same number of steps. The two alternate, and medians are compared.
+already normalised batches, for the same number of steps. The two alternate; the overhead is the median of
+the repeats' ratios, each taken between two measurements made back to back, so a shared machine's slow
+minutes fall on both sides of a ratio instead of between the sides' medians.
 
     python tests/benchmarks/bench_loop_overhead.py                       # synthetic data, about 2 minutes
     python tests/benchmarks/bench_loop_overhead.py --data cifar10-jpeg.tar.gz
@@ -25,7 +27,7 @@ from cnnlab.training.throughput import training_steps
 
 from data_args import add_data_argument, compose_train, dataset_overrides
 
-TARGET = 0.05
+TARGET = 0.02
 
 
 def loop_epoch(cfg, work: Path) -> tuple[float, int]:
@@ -93,11 +95,12 @@ def main() -> None:
         loop_times.append(seconds)
         bare_times.append(bare_steps(cfg, steps, batches, len(first.data.classes)))
         print(
-            f"repeat {repeat + 1}: cnnlab epoch {loop_times[-1]:.2f} s, bare {bare_times[-1]:.2f} s ({steps} steps)",
+            f"repeat {repeat + 1}: cnnlab epoch {loop_times[-1]:.2f} s, bare {bare_times[-1]:.2f} s ({steps} steps), "
+            f"overhead {100 * (loop_times[-1] / bare_times[-1] - 1):+.1f}%",
             flush=True,
         )
     loop_s, bare_s = statistics.median(loop_times), statistics.median(bare_times)
-    overhead = loop_s / bare_s - 1
+    overhead = statistics.median(loop / bare - 1 for loop, bare in zip(loop_times, bare_times))
     images = steps * cfg.batch_size
     print(
         f"\nloop overhead, {args.experiment} model, batch {cfg.batch_size}, {steps} steps per epoch, "
@@ -110,7 +113,8 @@ def main() -> None:
         f"| cnnlab epoch (data, augmentation, progress, logging, checkpoint) | {loop_s:.2f} | {images / loop_s:,.0f} |"
     )
     print(
-        f"\noverhead {100 * overhead:+.1f}% of the bare step time (target <= {100 * TARGET:.0f}%): "
+        f"\noverhead {100 * overhead:+.1f}% of the bare step time, the median repeat's "
+        f"(target <= {100 * TARGET:.0f}%): "
         f"{'met' if overhead <= TARGET else 'NOT met'}"
     )
 
