@@ -5,20 +5,22 @@ import re
 from pathlib import Path
 
 import matplotlib.image
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
+from matplotlib.figure import Figure
 
 from cnnlab.config.validate import validate_data_config
 from cnnlab.data.overview import class_counts, pick_samples, summarize
 from cnnlab.data.synthetic import make_synthetic
 from cnnlab.errors import UserError
+from cnnlab.tracking.picture import Picture, confusion_picture
 from cnnlab.tracking.plots import (
     DPI,
     confusion_figure,
     save_class_distribution,
-    save_confusion_matrix,
     save_curves,
     save_samples,
 )
@@ -64,12 +66,27 @@ def test_curves_png_has_the_figure_size(tmp_path: Path) -> None:
 def test_confusion_matrix_png(tmp_path: Path, num_classes: int) -> None:
     matrix = torch.randint(0, 20, (num_classes, num_classes)) + 50 * torch.eye(num_classes, dtype=torch.int64)
     classes = [f"class_{i}" for i in range(num_classes)]
-    save_confusion_matrix(matrix, classes, tmp_path / "confusion.png")
+    picture = confusion_picture({"confusion": matrix.tolist()}, classes)
+    (tmp_path / "confusion.png").write_bytes(picture.png)
     height, width = read_png(tmp_path / "confusion.png")
+    assert picture.pixels.shape == (height, width, 3) and picture.pixels.dtype == np.uint8
     expected = confusion_figure(matrix, classes).get_size_inches() * DPI
     assert 0.6 * expected[1] <= height <= 1.1 * expected[1] and 0.6 * expected[0] <= width <= 1.1 * expected[0]
     annotations = len(confusion_figure(matrix, classes).axes[0].texts)
     assert annotations == (num_classes**2 if num_classes <= 20 else 0)
+
+
+def test_a_picture_is_drawn_once_however_many_sinks_show_it() -> None:
+    drawn = []
+
+    def draw() -> Figure:
+        drawn.append(1)
+        return confusion_figure(torch.eye(3, dtype=torch.int64), ["a", "b", "c"])
+
+    picture = Picture(draw)
+    assert not drawn  # nothing is drawn until a sink asks
+    assert picture.png.startswith(PNG_SIGNATURE) and picture.pixels.ndim == 3 and picture.png == picture.png
+    assert len(drawn) == 1
 
 
 def test_samples_and_class_distribution_pngs(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import torch
 from hydra.utils import instantiate
 
 from cnnlab.errors import UserError, install_extra
+from cnnlab.tracking.picture import Picture
 from cnnlab.tracking.tracker import Sink
 
 log = logging.getLogger("cnnlab")
@@ -139,8 +140,8 @@ class GuardedSink(Sink):
     def images(self, tag: str, images: torch.Tensor, step: int) -> None:
         self._call("images", tag, images, step)
 
-    def evaluation(self, split: str, report: dict[str, Any], classes: list[str], step: int) -> None:
-        self._call("evaluation", split, report, classes, step)
+    def evaluation(self, split: str, report: dict[str, Any], classes: list[str], step: int, confusion: Picture) -> None:
+        self._call("evaluation", split, report, classes, step, confusion)
 
     def graph(self, model: torch.nn.Module, example: torch.Tensor) -> None:
         self._call("graph", model, example)

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab.run_folder import RunStatus, write_metrics
+from cnnlab.tracking.picture import Picture
 from cnnlab.tracking.tracker import PER_CLASS, Sink
 
 SUMMARY_KEYS = (
@@ -88,7 +89,7 @@ class MetricsFileSink(Sink):
         )
         self._write()
 
-    def evaluation(self, split: str, report: dict[str, Any], classes: list[str], step: int) -> None:
+    def evaluation(self, split: str, report: dict[str, Any], classes: list[str], step: int, confusion: Picture) -> None:
         for key in PER_CLASS:
             self.metrics[f"{split}_{key}"] = dict(zip(classes, report[key]))
         self._write()

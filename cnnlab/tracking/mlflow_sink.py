@@ -17,6 +17,7 @@ from filelock import FileLock
 
 from cnnlab.run_folder import RunStatus, checkpoints_dir
 from cnnlab.tracking.loggers import RunContext, SweepInfo, require_extra, resumed_record
+from cnnlab.tracking.picture import Picture
 from cnnlab.tracking.tracker import PER_CLASS, Sink, norm_scalars
 
 ID_FILE = "mlflow_run_id"  # in the run folder
@@ -133,16 +134,13 @@ class MlflowSink(Sink):
     def tensors(self, epoch: int, weights: dict[str, torch.Tensor], grad_norms: dict[str, torch.Tensor]) -> None:
         self._metrics(norm_scalars(weights, grad_norms), epoch)
 
-    def evaluation(self, split: str, report: dict[str, Any], classes: list[str], step: int) -> None:
-        from cnnlab.tracking.plots import confusion_figure
-
+    def evaluation(self, split: str, report: dict[str, Any], classes: list[str], step: int, confusion: Picture) -> None:
         values = {f"{split}/acc": report["acc"], f"{split}/loss": report["loss"]}
         for key in PER_CLASS:
             tag = key.replace("per_class_", "class_")
             values.update({f"{split}/{tag}/{name}": v for name, v in zip(classes, report[key])})
         self._metrics(values, step)
-        figure = confusion_figure(torch.tensor(report["confusion"]), classes)
-        self.client.log_figure(self.run_id, figure, f"{split}_confusion_matrix.png")
+        self.client.log_image(self.run_id, confusion.pixels, f"{split}_confusion_matrix.png")
 
     def run_ended(self, summary: dict[str, Any]) -> None:
         folder = checkpoints_dir(self.run_dir)

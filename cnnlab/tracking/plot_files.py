@@ -4,8 +4,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from cnnlab.atomic import atomic_bytes_write
+from cnnlab.tracking.picture import Picture
 from cnnlab.tracking.tracker import Sink
 
 
@@ -32,10 +32,8 @@ class PlotFilesSink(Sink):
         if time.monotonic() - self.last_draw >= self.redraw_every_s:
             self._draw_curves()
 
-    def evaluation(self, split: str, report: dict[str, Any], classes: list[str], step: int) -> None:
-        from cnnlab.tracking.plots import save_confusion_matrix
-
-        save_confusion_matrix(torch.tensor(report["confusion"]), classes, self.run_dir / "confusion_matrix.png")
+    def evaluation(self, split: str, report: dict[str, Any], classes: list[str], step: int, confusion: Picture) -> None:
+        atomic_bytes_write(confusion.png, self.run_dir / "confusion_matrix.png")
 
     def run_ended(self, summary: dict[str, Any]) -> None:
         if self.history and len(self.history) != self.drawn_epochs:

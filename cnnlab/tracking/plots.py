@@ -10,7 +10,6 @@ import io
 import math
 from pathlib import Path
 
-import numpy as np
 import torch
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -30,20 +29,17 @@ def _figure(width: float, height: float) -> Figure:
     return figure
 
 
-def figure_pixels(figure: Figure) -> np.ndarray:
-    """The figure drawn as an RGB array (H, W, 3), for loggers that take images rather than figures."""
-    figure.canvas.draw()
-    return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
+def figure_png(figure: Figure) -> bytes:
+    """The figure as PNG bytes; bbox_inches="tight" grows or trims the canvas to fit long class names instead of
+    clipping them."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.1)
+    return buffer.getvalue()
 
 
 def save_figure(figure: Figure, path: Path) -> None:
-    """Render to PNG in memory, then replace `path` in one step: readers never see a half-written file.
-
-    bbox_inches="tight" grows or trims the canvas to fit long class names instead of clipping them.
-    """
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.1)
-    atomic_bytes_write(buffer.getvalue(), path)
+    """Render to PNG in memory, then replace `path` in one step: readers never see a half-written file."""
+    atomic_bytes_write(figure_png(figure), path)
 
 
 def curves_figure(history: list[dict[str, float]]) -> Figure:
@@ -103,10 +99,6 @@ def confusion_figure(matrix: torch.Tensor, classes: list[str]) -> Figure:
             colour = "white" if fractions[row, col] > 0.5 else "black"
             axes.text(col, row, str(int(counts[row, col])), ha="center", va="center", color=colour, fontsize=8)
     return figure
-
-
-def save_confusion_matrix(matrix: torch.Tensor, classes: list[str], path: Path) -> None:
-    save_figure(confusion_figure(matrix, classes), path)
 
 
 def _mosaic(samples: list[torch.Tensor], columns: int) -> torch.Tensor:

@@ -14,6 +14,7 @@ from torch.utils.tensorboard.summary import hparams
 
 from cnnlab.run_folder import RunStatus
 from cnnlab.tracking.loggers import RunContext
+from cnnlab.tracking.picture import Picture
 from cnnlab.tracking.tracker import PER_CLASS, Sink, norm_scalars
 
 log = logging.getLogger("cnnlab")
@@ -50,17 +51,13 @@ class TensorBoardSink(Sink):
         except Exception as e:  # noqa: BLE001 - tracing is best effort; the run must not fail for a picture
             log.warning("tensorboard: could not trace the model graph (%s)", str(e).splitlines()[0][:160])
 
-    def evaluation(self, split: str, report: dict[str, Any], classes: list[str], step: int) -> None:
-        from cnnlab.tracking.plots import confusion_figure  # matplotlib only when a run gets this far
-
+    def evaluation(self, split: str, report: dict[str, Any], classes: list[str], step: int, confusion: Picture) -> None:
         self.writer.add_scalar(f"{split}/acc", report["acc"], step)
         self.writer.add_scalar(f"{split}/loss", report["loss"], step)
         for key in PER_CLASS:  # test/class_acc/<class>, test/class_precision/<class>, test/class_f1/<class>
             for name, value in zip(classes, report[key]):
                 self.writer.add_scalar(f"{split}/{key.replace('per_class_', 'class_')}/{name}", value, step)
-        self.writer.add_figure(
-            f"{split}/confusion_matrix", confusion_figure(torch.tensor(report["confusion"]), classes), step
-        )
+        self.writer.add_image(f"{split}/confusion_matrix", confusion.pixels, step, dataformats="HWC")
 
     def run_ended(self, summary: dict[str, Any]) -> None:
         if summary["status"] in (RunStatus.COMPLETED, RunStatus.DIVERGED):

@@ -5,6 +5,8 @@ from typing import Any
 
 import torch
 
+from cnnlab.tracking.picture import Picture
+
 # The per-class lists of a classification report (accuracy is the class's recall), in the order tables show them
 PER_CLASS = ("per_class_acc", "per_class_precision", "per_class_f1")
 
@@ -39,8 +41,8 @@ class Sink:
     def images(self, tag: str, images: torch.Tensor, step: int) -> None:
         """A batch of NCHW float images in [0, 1], shown as a grid."""
 
-    def evaluation(self, split: str, report: dict[str, Any], classes: list[str], step: int) -> None:
-        """A split's final accuracy, per-class accuracy and confusion matrix."""
+    def evaluation(self, split: str, report: dict[str, Any], classes: list[str], step: int, confusion: Picture) -> None:
+        """A split's final accuracy, per-class accuracy and confusion matrix (`confusion`, drawn once for all sinks)."""
 
     def graph(self, model: torch.nn.Module, example: torch.Tensor) -> None:
         """The model's graph, traced on an example batch."""
@@ -80,9 +82,9 @@ class Tracker(Sink):
         for sink in self.sinks:
             sink.images(tag, images, step)
 
-    def evaluation(self, split: str, report: dict[str, Any], classes: list[str], step: int) -> None:
+    def evaluation(self, split: str, report: dict[str, Any], classes: list[str], step: int, confusion: Picture) -> None:
         for sink in self.sinks:
-            sink.evaluation(split, report, classes, step)
+            sink.evaluation(split, report, classes, step, confusion)
 
     def graph(self, model: torch.nn.Module, example: torch.Tensor) -> None:
         for sink in self.sinks:

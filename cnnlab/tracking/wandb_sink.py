@@ -13,6 +13,7 @@ import torch
 
 from cnnlab.run_folder import BEST_CHECKPOINT, RunStatus, checkpoints_dir
 from cnnlab.tracking.loggers import RunContext, require_extra, resumed_record
+from cnnlab.tracking.picture import Picture
 from cnnlab.tracking.tracker import PER_CLASS, Sink, norm_scalars
 
 ID_FILE = "wandb_run.json"  # in the run folder: the W&B run's id, name and group
@@ -87,16 +88,13 @@ class WandbSink(Sink):
         pictures = [self.wandb.Image(image[:shown].permute(1, 2, 0).cpu().numpy()) for image in images]
         self.run.log({f"samples/{tag}": pictures, "epoch": step})
 
-    def evaluation(self, split: str, report: dict[str, Any], classes: list[str], step: int) -> None:
-        from cnnlab.tracking.plots import confusion_figure, figure_pixels
-
+    def evaluation(self, split: str, report: dict[str, Any], classes: list[str], step: int, confusion: Picture) -> None:
         self.run.summary[f"{split}/acc"] = report["acc"]
         self.run.summary[f"{split}/loss"] = report["loss"]
         for key in PER_CLASS:
             for name, value in zip(classes, report[key]):
                 self.run.summary[f"{split}/{key.replace('per_class_', 'class_')}/{name}"] = value
-        pixels = figure_pixels(confusion_figure(torch.tensor(report["confusion"]), classes))
-        self.run.log({f"{split}/confusion_matrix": self.wandb.Image(pixels), "epoch": step})
+        self.run.log({f"{split}/confusion_matrix": self.wandb.Image(confusion.pixels), "epoch": step})
 
     def run_ended(self, summary: dict[str, Any]) -> None:
         for key in ("status", "best_val_acc", "test_acc", "epochs_completed", "train_time_s", "stopped_by"):

@@ -27,6 +27,7 @@ from cnnlab.models.stats import count_macs, count_parameters, measure_latency_ms
 from cnnlab.run_folder import BEST_CHECKPOINT, RunStatus, checkpoints_dir
 from cnnlab.tracking.loggers import RunContext, SweepInfo, build_loggers, current_sweep
 from cnnlab.tracking.metrics_file import MetricsFileSink
+from cnnlab.tracking.picture import confusion_picture
 from cnnlab.tracking.plot_files import PlotFilesSink
 from cnnlab.tracking.terminal import TerminalSink
 from cnnlab.tracking.tracker import Tracker
@@ -336,7 +337,9 @@ def run_fit(run: PreparedRun, run_dir: Path) -> float:
                 return trainer.best_val_acc or 0.0
             split, loader = ("test", data.test) if data.test is not None else ("val", data.val)
             report, last_report = score_best_and_last(trainer, loader, len(data.classes), run_dir)
-            tracker.evaluation(split, report, data.classes, result.epochs_completed)
+            tracker.evaluation(
+                split, report, data.classes, result.epochs_completed, confusion_picture(report, data.classes)
+            )
             summary.update(
                 status=RunStatus.COMPLETED,
                 stopped_by=result.stopped_by,
