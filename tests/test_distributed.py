@@ -15,7 +15,7 @@ import torch
 
 from cnnlab.data.build import Shard, build_data
 
-from conftest import call_cli, cnnlab_executable, run_dirs
+from conftest import cnnlab_executable, run_dirs
 
 RUN = [
     "train",
@@ -114,11 +114,13 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict:
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the tests find processes in /proc")
 
 
-def test_two_processes_give_one_run_folder_and_the_one_process_result(reference: dict, tmp_path: Path) -> None:
+def test_two_processes_give_one_run_folder_and_the_one_process_result(
+    reference: dict, cnnlab_in_process, tmp_path: Path
+) -> None:
     assert reference["status"] == "completed" and reference["processes"] == 2
     assert reference["train_size"] == 1200 and reference["val_size"] == 200  # the whole splits, not one shard
-    code, _ = call_cli(RUN, tmp_path)  # the one-process run needs no process of its own
-    assert code == 0, "the one-process run failed: see the captured output"
+    one_process = cnnlab_in_process(*RUN)  # the one-process run needs no process of its own
+    assert one_process.returncode == 0, one_process.stderr
     (single,) = run_dirs(tmp_path / "outputs")
     alone = metrics(single)
     # Same global batch and seed; the shards augment with their own random streams, so the numbers differ a little
